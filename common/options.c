@@ -1,0 +1,214 @@
+/* Parsing the shared command line with getopt_long. */
+#include "options.h"
+
+#include "utf8.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROOM_NAME_MAX_BYTES 256
+
+enum {
+  OPTION_MAX_CLIENTS = 256,
+  OPTION_MAX_LINE,
+  OPTION_MAX_BACKLOG,
+  OPTION_LOGIN_TIMEOUT,
+};
+
+static const struct option long_options[] = {
+    {"name", required_argument, NULL, 'n'},
+    {"port", required_argument, NULL, 'p'},
+    {"host", required_argument, NULL, 'H'},
+    {"max-clients", required_argument, NULL, OPTION_MAX_CLIENTS},
+    {"max-line", required_argument, NULL, OPTION_MAX_LINE},
+    {"max-backlog", required_argument, NULL, OPTION_MAX_BACKLOG},
+    {"login-timeout", required_argument, NULL, OPTION_LOGIN_TIMEOUT},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+static const char *program_name(const char *argv0) {
+  const char *slash = strrchr(argv0, '/');
+  return slash ? slash + 1 : argv0;
+}
+
+static void print_usage(const char *program, FILE *out) {
+  fprintf(out,
+          "Usage: %s [NAME [PORT]] [options]\n"
+          "A telnet chat room (see SPEC.md).\n"
+          "\n"
+          "  NAME, -n, --name NAME     room name              (default "
+          "ChatServer)\n"
+          "  PORT, -p, --port PORT     TCP port, 0 = any free (default 1234)\n"
+          "  -H, --host ADDR           address to bind       (default: all, "
+          "IPv4 and IPv6)\n"
+          "  --max-clients N           connections at once   (default "
+          "16384)\n"
+          "  --max-line BYTES          longest input line    (default 4096)\n"
+          "  --max-backlog BYTES       output queued for one client before "
+          "it is dropped (default 1048576)\n"
+          "  --login-timeout SECONDS   time to pick a name   (default 60, 0 = "
+          "none)\n"
+          "  -q, --quiet               no log on standard error\n"
+          "  -h, --help                usage, exit 0\n"
+          "  -V, --version             version, exit 0\n",
+          program);
+}
+
+/* A whole decimal number in [low, high]. */
+static bool parse_number(const char *text, unsigned long long low,
+                         unsigned long long high, unsigned long long *value) {
+  if (*text < '0' || *text > '9')
+    return false;
+  char *end;
+  errno = 0;
+  unsigned long long parsed = strtoull(text, &end, 10);
+  if (errno || *end != '\0' || parsed < low || parsed > high)
+    return false;
+  *value = parsed;
+  return true;
+}
+
+static bool valid_room_name(const char *name) {
+  size_t length = strlen(name);
+  if (length == 0 || length > ROOM_NAME_MAX_BYTES ||
+      !utf8_validate(name, length, NULL))
+    return false;
+  for (size_t i = 0; i < length; i++) {
+    if (is_control_byte((unsigned char)name[i]))
+      return false;
+  }
+  return true;
+}
+
+static int bad_argument(const char *program, FILE *err, const char *what,
+                        const char *value, const char *expected) {
+  fprintf(err, "%s: invalid %s '%s': %s\n", program, what, value, expected);
+  fprintf(err, "Try '%s --help' for more information.\n", program);
+  return 2;
+}
+
+/* Sets one option from its text; returns OPTIONS_RUN or the exit status. */
+static int set_option(struct chat_options *options, const char *program,
+                      int option, const char *value, FILE *err) {
+  unsigned long long number;
+  switch (option) {
+  case 'n':
+    if (!valid_room_name(value))
+      return bad_argument(program, err, "room name", value,
+                          "use 1-256 bytes of UTF-8, no control characters");
+    options->room_name = value;
+    return OPTIONS_RUN;
+  case 'p':
+    if (!parse_number(value, 0, 65535, &number))
+      return bad_argument(program, err, "port", value,
+                          "use a number from 0 to 65535");
+    options->port = (unsigned)number;
+    return OPTIONS_RUN;
+  case 'H':
+    if (*value == '\0')
+      return bad_argument(program, err, "host", value, "give an address");
+    options->host = value;
+    return OPTIONS_RUN;
+  case OPTION_MAX_CLIENTS:
+    if (!parse_number(value, 1, 1 << 20, &number))
+      return bad_argument(program, err, "--max-clients", value,
+                          "use a number from 1 to 1048576");
+    options->max_clients = (size_t)number;
+    return OPTIONS_RUN;
+  case OPTION_MAX_LINE:
+    if (!parse_number(value, 1, 1 << 24, &number))
+      return bad_argument(program, err, "--max-line", value,
+                          "use a number of bytes from 1 to 16777216");
+    options->max_line = (size_t)number;
+    return OPTIONS_RUN;
+  case OPTION_MAX_BACKLOG:
+    if (!parse_number(value, 1, 1ULL << 32, &number))
+      return bad_argument(program, err, "--max-backlog", value,
+                          "use a number of bytes from 1 to 4294967296");
+    options->max_backlog = (size_t)number;
+    return OPTIONS_RUN;
+  case OPTION_LOGIN_TIMEOUT:
+    if (!parse_number(value, 0, 86400, &number))
+      return bad_argument(program, err, "--login-timeout", value,
+                          "use a number of seconds from 0 to 86400");
+    options->login_timeout = (unsigned)number;
+    return OPTIONS_RUN;
+  default:
+    return 2;
+  }
+}
+
+int options_parse(struct chat_options *options, int argc, char *argv[],
+                  FILE *out, FILE *err) {
+  const char *program = program_name(argc > 0 ? argv[0] : "chat");
+  *options = (struct chat_options){
+      .room_name = "ChatServer",
+      .port = 1234,
+      .max_clients = 16384,
+      .max_line = 4096,
+      .max_backlog = 1048576,
+      .login_timeout = 60,
+  };
+  opterr = 0; /* we say what is wrong ourselves */
+  optind = 1;
+  int option;
+  /* "+" would stop at the first positional; we allow options after them. */
+  while ((option = getopt_long(argc, argv, ":n:p:H:qhV", long_options,
+                               NULL)) != -1) {
+    switch (option) {
+    case 'q':
+      options->quiet = true;
+      break;
+    case 'h':
+      print_usage(program, out);
+      return 0;
+    case 'V':
+      fprintf(out, "%s %s\n", program, CHAT_VERSION);
+      return 0;
+    case ':':
+      fprintf(err, "%s: option '%s' needs a value\n", program,
+              argv[optind - 1]);
+      fprintf(err, "Try '%s --help' for more information.\n", program);
+      return 2;
+    case '?':
+      fprintf(err, "%s: unknown option '%s'\n", program, argv[optind - 1]);
+      fprintf(err, "Try '%s --help' for more information.\n", program);
+      return 2;
+    default: {
+      int status = set_option(options, program, option, optarg, err);
+      if (status != OPTIONS_RUN)
+        return status;
+    }
+    }
+  }
+  /* Positionals, permuted to the end by getopt_long: NAME, then PORT. */
+  int positionals = argc - optind;
+  if (positionals > 2) {
+    fprintf(err, "%s: unexpected argument '%s'\n", program, argv[optind + 2]);
+    fprintf(err, "Try '%s --help' for more information.\n", program);
+    return 2;
+  }
+  if (positionals >= 1) {
+    int status = set_option(options, program, 'n', argv[optind], err);
+    if (status != OPTIONS_RUN)
+      return status;
+  }
+  if (positionals == 2) {
+    int status = set_option(options, program, 'p', argv[optind + 1], err);
+    if (status != OPTIONS_RUN)
+      return status;
+  }
+  return OPTIONS_RUN;
+}
+
+void options_print_startup(const struct chat_options *options, unsigned port,
+                           FILE *out) {
+  fprintf(out, "%s running on port %u\n", options->room_name, port);
+  fflush(out);
+}

@@ -1,0 +1,34 @@
+/* The command line of SPEC.md section 1, the same for every model. */
+#ifndef CHAT_OPTIONS_H
+#define CHAT_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+struct chat_options {
+  const char *room_name;  /* default "ChatServer" */
+  const char *host;       /* NULL: every address, IPv6 and IPv4 */
+  unsigned port;          /* 0: any free port */
+  size_t max_clients;     /* connections at once */
+  size_t max_line;        /* longest input line, in bytes */
+  size_t max_backlog;     /* output queued for one client before dropping it */
+  unsigned login_timeout; /* seconds to pick a name; 0: no limit */
+  bool quiet;             /* no log on standard error */
+};
+
+/* options_parse returns this when the server should run. */
+#define OPTIONS_RUN (-1)
+
+/* Parses the command line. Returns OPTIONS_RUN, or else the exit status,
+ * having printed what there was to print: 0 after --help (usage on `out`)
+ * or --version, 2 after a bad argument (one line naming it and a hint on
+ * `err`). */
+int options_parse(struct chat_options *options, int argc, char *argv[],
+                  FILE *out, FILE *err);
+
+/* "NAME running on port PORT", the line scripts and tests wait for. */
+void options_print_startup(const struct chat_options *options, unsigned port,
+                           FILE *out);
+
+#endif

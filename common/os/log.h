@@ -1,0 +1,44 @@
+/* The server log on standard error (SPEC.md section 1): one line per
+ * connection accepted or refused, name registered, departure with its cause,
+ * and at start and stop; never one per message. Every line starts with an
+ * ISO 8601 UTC time. */
+#ifndef CHAT_LOG_H
+#define CHAT_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* A peer's address, small enough to keep in every connection. */
+struct peer_address {
+  uint8_t family; /* AF_INET or AF_INET6 */
+  uint16_t port;
+  uint8_t bytes[16];
+};
+
+/* "127.0.0.1:5000" or "[::1]:5000"; IPv4-mapped IPv6 is shown as IPv4. */
+#define PEER_TEXT_SIZE 56
+struct peer_address peer_address_from(const struct sockaddr *address);
+void peer_address_format(const struct peer_address *peer,
+                         char text[PEER_TEXT_SIZE]);
+
+enum departure_cause {
+  DEPARTURE_QUIT,     /* said QUIT */
+  DEPARTURE_CLOSED,   /* closed, reset or half-closed the connection */
+  DEPARTURE_SLOW,     /* dropped: its backlog passed --max-backlog */
+  DEPARTURE_TIMEOUT,  /* no name within --login-timeout */
+  DEPARTURE_SHUTDOWN, /* the server stopped */
+  DEPARTURE_ERROR,    /* the server ran out of memory for it */
+};
+
+void log_set_quiet(bool quiet);
+void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
+void log_accepted(const struct peer_address *peer);
+void log_refused(const struct peer_address *peer, const char *reason);
+void log_registered(const struct peer_address *peer, const char *name,
+                    unsigned name_length);
+/* name may be NULL for a connection that never registered. */
+void log_departed(const struct peer_address *peer, const char *name,
+                  unsigned name_length, enum departure_cause cause);
+
+#endif
