@@ -1,0 +1,43 @@
+# Installs the Debian/Ubuntu packages the project needs, when missing.
+# Sourced by scripts/serve and scripts/test; uses sudo when not root.
+
+# need_packages REQUIRED... [-- OPTIONAL...]: installs what is missing; a
+# required package that cannot be installed is an error, an optional one a
+# warning (the tests that need it then say they were skipped).
+need_packages() {
+  local required=() optional=() into=required missing=() package
+  for package in "$@"; do
+    if [ "$package" = "--" ]; then into=optional; continue; fi
+    if [ "$into" = required ]; then required+=("$package"); else optional+=("$package"); fi
+  done
+  for package in "${required[@]}" "${optional[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
+      missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "need root or sudo to install: ${missing[*]}" >&2; return 1; }
+    sudo="sudo"
+  fi
+  echo "Installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq || true
+  if ! $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    # One by one, so that an optional package that does not exist here
+    # (chromium on some Ubuntu images) does not stop the rest.
+    for package in "${missing[@]}"; do
+      if ! $sudo apt-get install -y -qq --no-install-recommends "$package" >/dev/null; then
+        if printf '%s\n' "${required[@]}" | grep -qx "$package"; then
+          echo "cannot install required package $package" >&2
+          return 1
+        fi
+        echo "warning: optional package $package not installed; tests needing it are skipped" >&2
+      fi
+    done
+  fi
+}
+
+# What building the servers needs.
+BUILD_PACKAGES=(build-essential cmake pkg-config libevent-dev)
