@@ -32,6 +32,17 @@ static const struct option long_options[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* The leading ':' makes getopt_long report a missing value as ':'. */
+#define SHORT_OPTIONS ":n:p:H:qhV"
+
+/* After getopt_long returned '?': was it for a letter it does not know?
+ * (optopt is 0 for an unknown long option, and the option's value for a long
+ * option given a value it does not take.) */
+static bool is_unknown_letter(int letter) {
+  return letter > 0 && letter < 256 &&
+         (letter == ':' || !strchr(SHORT_OPTIONS, letter));
+}
+
 static const char *program_name(const char *argv0) {
   const char *slash = strrchr(argv0, '/');
   return slash ? slash + 1 : argv0;
@@ -156,10 +167,12 @@ int options_parse(struct chat_options *options, int argc, char *argv[],
       .login_timeout = 60,
   };
   opterr = 0; /* we say what is wrong ourselves */
-  optind = 1;
+  /* 0, not 1: glibc then forgets the previous scan (a half-read cluster
+   * such as the "q" of "-hq"), so options_parse can be called again. */
+  optind = 0;
   int option;
   /* "+" would stop at the first positional; we allow options after them. */
-  while ((option = getopt_long(argc, argv, ":n:p:H:qhV", long_options,
+  while ((option = getopt_long(argc, argv, SHORT_OPTIONS, long_options,
                                NULL)) != -1) {
     switch (option) {
     case 'q':
@@ -177,7 +190,14 @@ int options_parse(struct chat_options *options, int argc, char *argv[],
       fprintf(err, "Try '%s --help' for more information.\n", program);
       return 2;
     case '?':
-      fprintf(err, "%s: unknown option '%s'\n", program, argv[optind - 1]);
+      /* An unknown letter may sit inside a cluster ("-xq"), where
+       * argv[optind - 1] is the argument before it: name the letter. A
+       * long option (unknown, or given a value it does not take) has been
+       * stepped over, so argv[optind - 1] is that option. */
+      if (is_unknown_letter(optopt))
+        fprintf(err, "%s: unknown option '-%c'\n", program, optopt);
+      else
+        fprintf(err, "%s: unknown option '%s'\n", program, argv[optind - 1]);
       fprintf(err, "Try '%s --help' for more information.\n", program);
       return 2;
     default: {

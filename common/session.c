@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#define TOO_LONG_NOTICE "Line ignored: longer than %zu bytes" CHAT_EOL
+
 #define TEXT(literal) ((struct chat_text){literal, sizeof literal - 1})
 
 size_t session_scratch_size(size_t max_line) {
@@ -38,7 +40,8 @@ static struct chat_text format(const struct session_context *context,
   return (struct chat_text){context->scratch, (size_t)length};
 }
 
-/* A notice while naming is followed by the prompt again. */
+/* A notice while naming is followed by the prompt again. The text must not
+ * be in the scratch buffer, which the prompt is formatted into. */
 static struct session_step notice(const struct session *session,
                                   const struct session_context *context,
                                   struct chat_text text) {
@@ -143,9 +146,14 @@ struct session_step session_on_frame(struct session *session,
   case FRAME_TELNET_REPLY:
     return reply((struct chat_text){frame->bytes, frame->length});
   case FRAME_TOO_LONG:
-    return notice(session, context,
-                  format(context, "Line ignored: longer than %zu bytes" CHAT_EOL,
-                         context->max_line));
+    /* Formatted in one call, prompt included: passing the formatted text to
+     * notice() would have vsnprintf copy the scratch onto itself, which C
+     * leaves undefined. */
+    return reply(format(context,
+                        session->phase == SESSION_NAMING
+                            ? TOO_LONG_NOTICE CHAT_PROMPT
+                            : TOO_LONG_NOTICE,
+                        context->max_line));
   case FRAME_LINE:
     break;
   }

@@ -16,11 +16,12 @@
  * burst of long lines) delays every client; CPU-heavy work would need
  * threads behind the loop. And it is the hardest of the three to read: the
  * session's flow is spread over callbacks instead of down one function. */
+#include "clock.h"
 #include "line_framer.h"
 #include "listener.h"
 #include "log.h"
 #include "options.h"
-#include "protocol.h"
+#include "refuse.h"
 #include "room.h"
 #include "session.h"
 #include "startup.h"
@@ -38,7 +39,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 /* How long a closing client may take to read its last lines. */
@@ -127,12 +127,6 @@ static void list_remove(struct client_list *list, struct client *client,
     client->waiting_previous = client->waiting_next = NULL;
   else
     client->previous = client->next = NULL;
-}
-
-static long long now_milliseconds(void) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
 static struct timeval milliseconds(long long ms) {
@@ -348,16 +342,6 @@ static void on_event(struct bufferevent *bev, short events, void *arg) {
 }
 
 /* ---- Accepting ------------------------------------------------------ */
-
-static void refuse_full(evutil_socket_t fd, const struct peer_address *peer) {
-  log_refused(peer, "server full");
-  /* A new socket's send buffer is empty: the notice fits at once. */
-  static const char full[] = CHAT_SERVER_FULL;
-  ssize_t sent = send(fd, full, sizeof full - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-  (void)sent; /* if it fails, the peer is gone anyway */
-  shutdown(fd, SHUT_WR);
-  evutil_closesocket(fd);
-}
 
 static void schedule_login_timer(void) {
   struct client *oldest = server.waiting_for_name.first;

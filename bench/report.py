@@ -1,0 +1,717 @@
+#!/usr/bin/env python3
+"""The report of a sweep: figures, CSV, charts and report.md.
+
+    python3 bench/report.py bench/results/<folder>
+
+reads <folder>/runs.json (written by sweep.py: raw /proc samples and
+chat-load's results for every run) and writes, in the same folder:
+
+  runs.csv      one row per run, with the derived figures below
+  summary.csv   the median of each figure per model and N, over the runs
+                that passed every check (a failed run is never averaged in)
+  charts/       one gnuplot script, data file, SVG and PNG per figure:
+                log-scale N on the x axis, one line per model (SEDA style)
+  report.md     the talk's C10K table with the figures measured at the
+                largest N, where each model broke and why, the targets, the
+                charts and every figure per N
+
+The derived figures, per run (see bench/README.md for the method):
+
+  user_bytes_per_conn    (PSS with N idle clients - PSS idle) / N
+  kernel_bytes_per_conn  (KernelStack + PageTables + Slab, same delta) / N
+  cpu_us_per_delivery    server CPU in the throughput window / deliveries
+  switches_per_delivery  server context switches in that window / deliveries
+  deliveries_per_s       message lines received by all clients per second
+  latency_*_us           open-loop delivery latency at R messages per second
+  connect_seconds        time to connect and register all N clients
+"""
+
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import procstat  # noqa: E402
+
+# The talk's C10K table: which row each model is, and who uses it.
+C10K_ROWS = {
+    "forking": ("Process", "one process per connection",
+                "Apache, Tomcat (Gunicorn) ..."),
+    "threaded": ("Thread", "one thread per connection",
+                 "Apache, Tomcat (Gunicorn) ..."),
+    "evented": ("Async", "one event loop (libevent, epoll)",
+                "Nginx (Tornado) ..."),
+    "asyncio": ("Async (Python)", "the talk's asyncio event loop",
+                "Tornado, the talk's ChatServer"),
+}
+COLORS = {"evented": "#1f77b4", "threaded": "#ff7f0e", "forking": "#d62728",
+          "asyncio": "#2ca02c"}
+EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+# (file name, figure, title, y label); the y format is gnuplot's: %c is
+# the SI prefix (k, M), so 20k means 20,000.
+CHARTS = [
+    ("memory-user", "user_bytes_per_conn",
+     "User-space memory per idle connection (PSS, whole process tree)",
+     "bytes per connection"),
+    ("memory-kernel", "kernel_bytes_per_conn",
+     "Kernel memory per idle connection (KernelStack + PageTables + Slab)",
+     "bytes per connection"),
+    ("cpu-per-delivery", "cpu_us_per_delivery",
+     "Server CPU per delivery (throughput workload)",
+     "microseconds of CPU per delivery"),
+    ("deliveries", "deliveries_per_s",
+     "Deliveries per second (throughput workload)", "deliveries per second"),
+    ("latency-p99", "latency_p99_us",
+     "p99 delivery latency at a fixed open-loop rate",
+     "microseconds"),
+    ("connect", "connect_seconds",
+     "Time to connect and register all N clients", "seconds"),
+    ("tasks", "tasks", "Server tasks (processes and threads) with N clients",
+     "tasks"),
+    ("switches-per-delivery", "switches_per_delivery",
+     "Server context switches per delivery (throughput workload)",
+     "context switches per delivery"),
+]
+
+CSV_FIGURES = [
+    "user_bytes_per_conn", "rss_bytes_per_conn", "kernel_bytes_per_conn",
+    "kernel_stack_per_conn", "page_tables_per_conn", "slab_per_conn",
+    "tcp_sockets_added", "tasks", "processes", "server_pss_bytes",
+    "connect_seconds", "connect_rate_per_s", "connect_p50_us",
+    "connect_p99_us", "connect_max_us", "connect_server_cpu_s",
+    "deliveries_per_s", "messages_per_s", "cpu_us_per_delivery",
+    "cpu_user_us_per_delivery", "cpu_system_us_per_delivery",
+    "switches_per_delivery", "voluntary_switches_per_delivery",
+    "server_cpu_share", "server_wait_share", "loadgen_cpu_share",
+    "loadgen_wait_share",
+    "latency_rate_per_s", "latency_p50_us", "latency_p90_us",
+    "latency_p99_us", "latency_p999_us", "latency_max_us",
+    "latency_send_lag_p99_us", "latency_server_cpu_share",
+    "latency_server_wait_share",
+    "latency_loadgen_cpu_share", "missing", "duplicated", "out_of_order",
+    "unexpected_lines", "disconnected", "arrival_errors",
+]
+
+
+# ---------------------------------------------------------------------------
+# Figures
+
+
+def derive(run):
+    """The figures of one run, from its raw samples and chat-load's result.
+    Missing pieces (a run that failed early) give missing figures."""
+    figures = {}
+    n = run["clients"]
+    samples = run.get("samples") or {}
+    load = run.get("load") or {}
+    idle, connected = samples.get("idle"), samples.get("connected")
+
+    if idle and connected and "memory" in connected:
+        before, after = idle["memory"], connected["memory"]
+        k0, k1 = before["kernel"], after["kernel"]
+        figures["user_bytes_per_conn"] = (after["pss"] - before["pss"]) / n
+        figures["rss_bytes_per_conn"] = (after["rss"] - before["rss"]) / n
+        figures["kernel_stack_per_conn"] = \
+            (k1["KernelStack"] - k0["KernelStack"]) / n
+        figures["page_tables_per_conn"] = \
+            (k1["PageTables"] - k0["PageTables"]) / n
+        figures["slab_per_conn"] = (k1["Slab"] - k0["Slab"]) / n
+        figures["kernel_bytes_per_conn"] = (
+            figures["kernel_stack_per_conn"] +
+            figures["page_tables_per_conn"] + figures["slab_per_conn"])
+        figures["tcp_sockets_added"] = k1["tcp_inuse"] - k0["tcp_inuse"]
+        figures["tasks"] = after["tasks"]
+        figures["processes"] = after["processes"]
+        figures["server_pss_bytes"] = after["pss"]
+        figures["connect_server_cpu_s"] = procstat.cpu_delta(
+            idle["cpu"], connected["cpu"])["cpu_s"]
+
+    connect = load.get("connect") or {}
+    if connect.get("completed"):
+        figures["connect_seconds"] = connect["seconds"]
+        figures["connect_rate_per_s"] = connect["rate_per_s"]
+        figures["connect_p50_us"] = connect["latency_us"]["p50"]
+        figures["connect_p99_us"] = connect["latency_us"]["p99"]
+        figures["connect_max_us"] = connect["latency_us"]["max"]
+
+    throughput = load.get("throughput")
+    start, end = samples.get("throughput-start"), samples.get("throughput-end")
+    if throughput and start and end and throughput["deliveries"] > 0:
+        cpu = procstat.cpu_delta(start["cpu"], end["cpu"])
+        deliveries = throughput["deliveries"]
+        switches = cpu["voluntary_switches"] + cpu["involuntary_switches"]
+        figures["deliveries_per_s"] = throughput["deliveries_per_s"]
+        figures["messages_per_s"] = throughput["messages_per_s"]
+        figures["cpu_us_per_delivery"] = cpu["cpu_s"] * 1e6 / deliveries
+        figures["cpu_user_us_per_delivery"] = \
+            cpu["cpu_user_s"] * 1e6 / deliveries
+        figures["cpu_system_us_per_delivery"] = \
+            cpu["cpu_system_s"] * 1e6 / deliveries
+        figures["switches_per_delivery"] = switches / deliveries
+        figures["voluntary_switches_per_delivery"] = \
+            cpu["voluntary_switches"] / deliveries
+        figures["server_cpu_share"] = cpu["cpu_s"] / throughput["seconds"]
+        figures["server_wait_share"] = cpu["wait_s"] / throughput["seconds"]
+        figures["loadgen_cpu_share"] = throughput["loadgen_cpu_share"]
+        figures["loadgen_wait_share"] = throughput.get("loadgen_wait_share")
+
+    latency = load.get("latency")
+    start, end = samples.get("latency-start"), samples.get("latency-end")
+    if latency and latency["latency_us"]["count"] > 0:
+        figures["latency_rate_per_s"] = latency["rate_per_s"]
+        for key in ("p50", "p90", "p99", "p999", "max"):
+            figures[f"latency_{key}_us"] = latency["latency_us"][key]
+        figures["latency_send_lag_p99_us"] = latency["send_lag_us"]["p99"]
+        figures["latency_loadgen_cpu_share"] = latency["loadgen_cpu_share"]
+        if start and end:
+            cpu = procstat.cpu_delta(start["cpu"], end["cpu"])
+            figures["latency_server_cpu_share"] = \
+                cpu["cpu_s"] / latency["seconds"]
+            figures["latency_server_wait_share"] = \
+                cpu["wait_s"] / latency["seconds"]
+
+    for key, value in (load.get("checks") or {}).items():
+        figures[key] = value
+    return figures
+
+
+def median_figures(runs):
+    """Per (model, N): the median of each figure over the runs that passed."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run["model"], run["clients"]), []).append(run)
+    summary = {}
+    for key, group in groups.items():
+        passed = [r for r in group if r["status"] == "ok"]
+        medians = {"runs": len(group), "passed": len(passed)}
+        for figure in CSV_FIGURES:
+            values = [r["figures"][figure] for r in passed
+                      if r["figures"].get(figure) is not None]
+            if values:
+                medians[figure] = statistics.median(values)
+                medians[figure + "_min"] = min(values)
+                medians[figure + "_max"] = max(values)
+        medians["errors"] = [r["error"] for r in group
+                             if r["status"] != "ok" and r.get("error")]
+        summary[key] = medians
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# Formatting
+
+
+def fmt_bytes(value):
+    if value is None:
+        return "—"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+def fmt_count(value):
+    if value is None:
+        return "—"
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def fmt_us(value):
+    if value is None:
+        return "—"
+    if value >= 1e6:
+        return f"{value / 1e6:.3g} s"
+    if value >= 1e3:
+        return f"{value / 1e3:.3g} ms"
+    return f"{value:.3g} µs"
+
+
+def fmt_seconds(value):
+    return "—" if value is None else f"{value:.3g} s"
+
+
+def fmt_share(value):
+    return "—" if value is None else f"{100 * value:.0f} %"
+
+
+def fmt_plain(value, digits=3):
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def one_line_summary(run):
+    """The sweep's line on the terminal after each run."""
+    if run["status"] != "ok":
+        error = (run.get("error") or "").replace("\n", " ")
+        return f"{run['status'].upper()}: {error[:200]}"
+    f = derive(run)
+    parts = ["ok"]
+    if "connect_seconds" in f:
+        parts.append(f"connect {f['connect_seconds']:.2f} s")
+    if "user_bytes_per_conn" in f:
+        parts.append(f"mem {fmt_bytes(f['user_bytes_per_conn'])}"
+                     f"+{fmt_bytes(f['kernel_bytes_per_conn'])} kernel /conn")
+    if "deliveries_per_s" in f:
+        parts.append(f"{fmt_count(f['deliveries_per_s'])} deliveries/s")
+        parts.append(f"{f['cpu_us_per_delivery']:.2f} µs CPU/delivery")
+    if "latency_p99_us" in f:
+        parts.append(f"p99 {fmt_us(f['latency_p99_us'])}")
+    return ", ".join(parts)
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |",
+             "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Why a model broke: the error text, read for its usual cause
+
+
+CAUSES = [
+    ("Resource temporarily unavailable",
+     "fork() or pthread_create() refused (EAGAIN): RLIMIT_NPROC, "
+     "kernel.pid_max or kernel.threads-max"),
+    ("Cannot allocate memory",
+     "out of memory or address space (ENOMEM): thread stacks, "
+     "vm.max_map_count or RAM"),
+    ("Too many open files", "out of file descriptors (EMFILE): ulimit -n"),
+    ("Server full", "the server refused clients: --max-clients, or it ran "
+     "out of descriptors"),
+    ("Connection refused", "the server was not accepting (ECONNREFUSED)"),
+    ("Connection reset", "the server reset connections (ECONNRESET): "
+     "accept backlog overflow or a crash"),
+    ("Cannot assign requested address",
+     "out of ephemeral ports (EADDRNOTAVAIL)"),
+    ("departed", "the server dropped a client (slow or lapped)"),
+    ("server exited", "the server died during the run"),
+    ("deadline", "too slow: a phase did not finish before its deadline"),
+    ("missing", "deliveries lost"),
+    ("duplicated", "deliveries duplicated"),
+    ("out of order", "deliveries out of order"),
+]
+
+
+def likely_cause(error):
+    for needle, cause in CAUSES:
+        if needle in error:
+            return cause
+    return "see the error"
+
+
+# ---------------------------------------------------------------------------
+# Charts
+
+
+def gnuplot_terminals():
+    """Which PNG terminal this gnuplot has (pngcairo draws better)."""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        return None
+    out = subprocess.run([gnuplot, "-e", "set terminal"], capture_output=True,
+                         text=True, timeout=30)
+    text = out.stdout + out.stderr
+    return "pngcairo" if "pngcairo" in text else "png"
+
+
+def write_charts(folder, models, clients, summary, subtitle):
+    """A data file and a gnuplot script per chart; renders SVG and PNG
+    when gnuplot is there. Returns the charts written and a note."""
+    charts_dir = os.path.join(folder, "charts")
+    os.makedirs(charts_dir, exist_ok=True)
+    png_terminal = gnuplot_terminals()
+    colors = dict(COLORS)
+    for i, model in enumerate(m for m in models if m not in colors):
+        colors[model] = EXTRA_COLORS[i % len(EXTRA_COLORS)]
+    written = []
+    for name, figure, title, ylabel in CHARTS:
+        data_path = os.path.join(charts_dir, name + ".dat")
+        with open(data_path, "w") as f:
+            f.write("# N " + " ".join(models) + "\n")
+            for n in clients:
+                values = []
+                for model in models:
+                    value = summary.get((model, n), {}).get(figure)
+                    values.append("NaN" if value is None or value <= 0
+                                  else f"{value:.6g}")
+                f.write(f"{n} " + " ".join(values) + "\n")
+        plots = ", ".join(
+            f"'{name}.dat' using 1:{i + 2} with linespoints lw 2 pt 7 ps 1.1 "
+            f"lc rgb '{colors[model]}' title '{model}'"
+            for i, model in enumerate(models))
+        xtics = ", ".join(f"'{n:,}' {n}" for n in clients)
+        y_format = "%g" if figure.endswith("_per_delivery") else "%.0s%c"
+        script = f"""# {title}: one line per model, median of the passed runs.
+# Rendered by report.py; run it again with: gnuplot {name}.gp
+set title "{title}\\n{{/*0.8 {subtitle}}}"
+set xlabel "concurrent connections N (log scale)"
+set ylabel "{ylabel} (log scale)"
+set logscale xy 10
+set xtics ({xtics})
+set xrange [{min(clients) / 1.5}:{max(clients) * 1.5}]
+set grid xtics ytics mytics lc rgb '#dddddd' lw 1
+set key outside right top box
+set border 3
+set tics nomirror
+set datafile missing 'NaN'
+set format y '{y_format}'
+set terminal svg size 900,520 dynamic enhanced font 'Helvetica,13' background rgb 'white'
+set output '{name}.svg'
+plot {plots}
+"""
+        if png_terminal:
+            script += (f"set terminal {png_terminal} size 900,520 enhanced "
+                       f"font 'Helvetica,11' background rgb 'white'\n"
+                       f"set output '{name}.png'\nreplot\n")
+        with open(os.path.join(charts_dir, name + ".gp"), "w") as f:
+            f.write(script)
+        has_data = any(summary.get((m, n), {}).get(figure, 0) > 0
+                       for m in models for n in clients)
+        if png_terminal and has_data:
+            result = subprocess.run(["gnuplot", name + ".gp"], cwd=charts_dir,
+                                    capture_output=True, text=True,
+                                    timeout=60)
+            if result.returncode != 0:
+                print(f"report: gnuplot {name}.gp: {result.stderr.strip()}",
+                      file=sys.stderr)
+                continue
+        if has_data:
+            written.append((name, title))
+    note = None if png_terminal else \
+        "gnuplot was not found: the charts' data and scripts are in charts/"
+    return written, note
+
+
+# ---------------------------------------------------------------------------
+# The report
+
+
+def evaluate_targets(models, clients, summary, runs):
+    """The issue's targets, each with what was measured and a verdict."""
+    rows = []
+    biggest = 10000
+    for model in models:
+        at = summary.get((model, biggest))
+        if at is None:
+            rows.append((f"{model} completes N = 10,000", "not run",
+                         "not measured"))
+        else:
+            rows.append((f"{model} completes N = 10,000",
+                         f"{at['passed']} of {at['runs']} runs passed",
+                         "met" if at["passed"] > 0 else "NOT MET"))
+    evented = summary.get(("evented", 1000))
+    cpu = evented.get("cpu_us_per_delivery") if evented else None
+    rows.append(("evented, N = 1,000, 10 senders: server CPU per delivery "
+                 "≤ 0.5 µs", fmt_us(cpu) if cpu is not None else "not run",
+                 "not measured" if cpu is None else
+                 ("met" if cpu <= 0.5 else "NOT MET")))
+    peer = summary.get(("asyncio", 1000))
+    if evented and peer and evented.get("deliveries_per_s") and \
+            peer.get("deliveries_per_s"):
+        ratio = evented["deliveries_per_s"] / peer["deliveries_per_s"]
+        rows.append(("evented, N = 1,000: deliveries/s ≥ 20 × the asyncio "
+                     "peer's", f"{ratio:.1f} × ({fmt_count(evented['deliveries_per_s'])}"
+                     f" vs {fmt_count(peer['deliveries_per_s'])})",
+                     "met" if ratio >= 20 else "NOT MET"))
+    else:
+        rows.append(("evented, N = 1,000: deliveries/s ≥ 20 × the asyncio "
+                     "peer's", "not run (needs both at N = 1,000)",
+                     "not measured"))
+    at = summary.get(("evented", biggest))
+    memory = at.get("user_bytes_per_conn") if at else None
+    rows.append(("evented, N = 10,000: user-space memory per idle "
+                 "connection ≤ 1 KiB",
+                 fmt_bytes(memory) if memory is not None else "not run",
+                 "not measured" if memory is None else
+                 ("met" if memory <= 1024 else "NOT MET")))
+    checked = worse = 0
+    for run in runs:
+        if run["model"] != "evented" or run["status"] != "ok":
+            continue
+        f = run["figures"]
+        for load_key, server_key in (
+                ("loadgen_cpu_share", "server_cpu_share"),
+                ("latency_loadgen_cpu_share", "latency_server_cpu_share")):
+            if f.get(load_key) is not None and f.get(server_key) is not None:
+                checked += 1
+                worse += f[load_key] >= f[server_key]
+    rows.append(("every evented run: the load generator uses less CPU than "
+                 "the server",
+                 f"{checked - worse} of {checked} measured windows",
+                 "not measured" if checked == 0 else
+                 ("met" if worse == 0 else "NOT MET")))
+    return rows
+
+
+def build(folder):
+    """Writes runs.csv, summary.csv, charts/ and report.md; returns the
+    report's path."""
+    with open(os.path.join(folder, "runs.json")) as f:
+        results = json.load(f)
+    runs = results["runs"]
+    for run in runs:
+        run["figures"] = derive(run) if run["status"] != "skipped" else {}
+    models = [m["name"] for m in results["models"]]
+    clients = results["config"]["clients"]
+    summary = median_figures(runs)
+
+    with open(os.path.join(folder, "runs.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "clients", "repeat", "status"] + CSV_FIGURES
+                        + ["error"])
+        for run in runs:
+            writer.writerow([run["model"], run["clients"], run["repeat"],
+                             run["status"]] +
+                            [run["figures"].get(k, "") for k in CSV_FIGURES] +
+                            [run.get("error") or ""])
+    with open(os.path.join(folder, "summary.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "clients", "runs", "passed"] + CSV_FIGURES)
+        for model in models:
+            for n in clients:
+                s = summary.get((model, n))
+                if s:
+                    writer.writerow([model, n, s["runs"], s["passed"]] +
+                                    [s.get(k, "") for k in CSV_FIGURES])
+
+    machine = results["machine"]
+    subtitle = (f"{machine['host']}, {machine['date'][:10]}, "
+                f"{results['config']['mode']} sweep, medians")
+    charts, chart_note = write_charts(folder, models, clients, summary,
+                                      subtitle)
+    text = render_markdown(results, models, clients, summary, runs, charts,
+                           chart_note)
+    path = os.path.join(folder, "report.md")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def render_markdown(results, models, clients, summary, runs, charts,
+                    chart_note):
+    machine = results["machine"]
+    config = results["config"]
+    biggest = max(clients)
+    out = []
+    say = out.append
+
+    say(f"# C10K chat benchmark: {machine['host']}, {machine['date']}\n")
+    say(f"A **{config['mode']}** sweep of {', '.join(models)} over "
+        f"N = {', '.join(f'{n:,}' for n in clients)} concurrent connections, "
+        f"{config['repeats']} run(s) each, measured by `bench/sweep.py` with "
+        f"`chat-load` on {machine['cpu']} ({machine['cpus_online']} CPUs, "
+        f"{fmt_bytes(machine['memory_bytes'])}), Linux {machine['kernel']}. "
+        f"{machine['pinning'].capitalize()}. Load average before the sweep: "
+        f"{' '.join(machine['load_average'])}, after: "
+        f"{' '.join(machine.get('load_average_end', ['?']))} (other work on "
+        f"the machine shows up as noise in every figure).\n")
+    waits = [r["figures"].get("server_wait_share") for r in runs
+             if r["status"] == "ok" and r["figures"].get("tasks") == 1 and
+             r["figures"].get("server_wait_share") is not None]
+    load_waits = [r["figures"].get("loadgen_wait_share") for r in runs
+                  if r["status"] == "ok" and
+                  r["figures"].get("loadgen_wait_share") is not None]
+    if waits and load_waits:
+        say(f"Noise from other work: in the throughput windows the "
+            f"single-task servers were ready to run but waiting for a CPU "
+            f"{fmt_share(statistics.median(waits))} of the time (median; "
+            f"max {fmt_share(max(waits))}), and chat-load "
+            f"{fmt_share(statistics.median(load_waits))}. Near 0 % on a quiet "
+            f"machine; above a few percent, throughput and latency figures "
+            f"are lower bounds of what the machine can do.\n")
+    if results.get("interrupted"):
+        say("**This sweep was interrupted**: the figures cover the runs that "
+            "finished.\n")
+
+    # The talk's table.
+    say(f"## The C10K table, measured at N = {biggest:,}\n")
+    say("The talk's table (Process / Thread / Async, who uses each) with "
+        f"this machine's figures at {biggest:,} concurrent connections: "
+        "medians of the runs that passed every check.\n")
+    rows = []
+    for model in models:
+        row_name, how, who = C10K_ROWS.get(model, (model, model, ""))
+        s = summary.get((model, biggest), {})
+        done = (f"{s['passed']}/{s['runs']}" if s else "not run")
+        rows.append((f"**{row_name}**", f"`chat-{model}`: {how}", who, done,
+                     fmt_bytes(s.get("user_bytes_per_conn")),
+                     fmt_bytes(s.get("kernel_bytes_per_conn")),
+                     fmt_count(s.get("tasks")),
+                     fmt_us(s.get("cpu_us_per_delivery")),
+                     fmt_count(s.get("deliveries_per_s")),
+                     fmt_us(s.get("latency_p99_us")),
+                     fmt_seconds(s.get("connect_seconds"))))
+    say(table(["Model", "Server", "Who uses it (the talk)",
+               f"Passed at {biggest:,}", "User memory / conn",
+               "Kernel memory / conn", "Tasks", "CPU / delivery",
+               "Deliveries / s", "p99 latency", "Connect all"], rows))
+    say("")
+    say("User memory is the server tree's PSS growth per idle connection; "
+        "kernel memory is the system's KernelStack + PageTables + Slab growth "
+        "per connection, which includes the load generator's end of each "
+        "loopback connection (the same for every model). CPU per delivery "
+        f"and deliveries per second come from the throughput workload "
+        f"({config['senders']} senders, {config['window']} messages in flight "
+        "each); p99 latency from the open-loop latency workload at "
+        f"{config['latency_deliveries']:g} deliveries per second in total.\n")
+
+    # Where each model broke.
+    say("## Where each model broke, and why\n")
+    for model in models:
+        failures = [r for r in runs if r["model"] == model and
+                    r["status"] not in ("ok",)]
+        if not failures:
+            say(f"- **{model}** completed every N "
+                f"({', '.join(f'{n:,}' for n in clients)}) in every run.")
+            continue
+        first = min(r["clients"] for r in failures)
+        say(f"- **{model}** first failed at N = {first:,}:")
+        for r in failures:
+            error = (r.get("error") or "").replace("\n", " ")
+            if r["status"] == "skipped":
+                say(f"  - N = {r['clients']:,} run {r['repeat']}: {error}")
+            else:
+                say(f"  - N = {r['clients']:,} run {r['repeat']}: "
+                    f"`{error[:400]}`. Likely cause: {likely_cause(error)}.")
+    say("")
+
+    say("## Targets\n")
+    say("Measured by this sweep and quoted as medians (never as timed "
+        "tests).\n")
+    say(table(["Target", "Measured", "Verdict"],
+              evaluate_targets(models, clients, summary, runs)))
+    say("")
+
+    say("## Charts\n")
+    if chart_note:
+        say(chart_note + "\n")
+    for name, title in charts:
+        say(f"### {title}\n")
+        say(f"![{title}](charts/{name}.png)\n")
+        say(f"[SVG](charts/{name}.svg) · [data](charts/{name}.dat) · "
+            f"[gnuplot script](charts/{name}.gp)\n")
+
+    say("## Every figure, per model and N\n")
+    say("Medians of the passed runs (min–max in runs.csv); a dash where no "
+        "run passed.\n")
+    rows = []
+    for model in models:
+        for n in clients:
+            s = summary.get((model, n))
+            if not s:
+                continue
+            rows.append((model, f"{n:,}", f"{s['passed']}/{s['runs']}",
+                         fmt_bytes(s.get("user_bytes_per_conn")),
+                         fmt_bytes(s.get("kernel_stack_per_conn")),
+                         fmt_bytes(s.get("page_tables_per_conn")),
+                         fmt_bytes(s.get("slab_per_conn")),
+                         fmt_count(s.get("tasks")),
+                         fmt_seconds(s.get("connect_seconds")),
+                         fmt_us(s.get("connect_p99_us")),
+                         fmt_count(s.get("deliveries_per_s")),
+                         fmt_plain(s.get("cpu_us_per_delivery")),
+                         fmt_plain(s.get("switches_per_delivery")),
+                         fmt_share(s.get("server_cpu_share")),
+                         fmt_share(s.get("server_wait_share")),
+                         fmt_share(s.get("loadgen_cpu_share"))))
+    say("**Memory, connect and throughput**\n")
+    say(table(["Model", "N", "Passed", "User mem/conn", "KernelStack/conn",
+               "PageTables/conn", "Slab/conn", "Tasks", "Connect all",
+               "Connect p99", "Deliveries/s", "CPU µs/delivery",
+               "Switches/delivery", "Server CPU", "Server waited",
+               "chat-load CPU"], rows))
+    say("")
+    rows = []
+    for model in models:
+        for n in clients:
+            s = summary.get((model, n))
+            if not s:
+                continue
+            rows.append((model, f"{n:,}",
+                         fmt_plain(s.get("latency_rate_per_s")),
+                         fmt_us(s.get("latency_p50_us")),
+                         fmt_us(s.get("latency_p90_us")),
+                         fmt_us(s.get("latency_p99_us")),
+                         fmt_us(s.get("latency_p999_us")),
+                         fmt_us(s.get("latency_max_us")),
+                         fmt_us(s.get("latency_send_lag_p99_us")),
+                         fmt_share(s.get("latency_server_cpu_share")),
+                         fmt_share(s.get("latency_server_wait_share")),
+                         fmt_share(s.get("latency_loadgen_cpu_share"))))
+    say("**Latency** (open loop: R messages per second spread over the "
+        "senders, every receiver measures now − scheduled send time)\n")
+    say(table(["Model", "N", "R msg/s", "p50", "p90", "p99", "p99.9", "max",
+               "chat-load send lag p99", "Server CPU", "Server waited",
+               "chat-load CPU"],
+              rows))
+    say("")
+
+    say("## How it was measured\n")
+    say("See `bench/README.md` for the method and units. In short: each "
+        "server runs alone on its CPU with `-q -H 127.0.0.1 -p 0 "
+        f"--max-clients N+64 --max-backlog {config['max_backlog']} "
+        "--login-timeout 0`; chat-load (one epoll thread, `TCP_NODELAY`) "
+        "connects and registers N clients and waits until each has seen its "
+        "own and every later arrival, the sweep samples the server's whole "
+        "process tree from /proc, then chat-load runs the throughput and "
+        f"latency workloads ({config['warmup']:g} s warm-up, "
+        f"{config['duration']:g} s measured window each) while every "
+        "receiver checks every line for missing, duplicated or out-of-order "
+        "deliveries. A run with any such error is marked failed and left out "
+        "of the medians.\n")
+    if results.get("limit_notes"):
+        say("Limits the sweep raised or could not raise:\n")
+        for note in results["limit_notes"]:
+            say(f"- {note}")
+        say("")
+
+    say("## Machine\n")
+    limits = machine["limits"]
+    facts = [
+        ("Date (UTC)", machine["date"]),
+        ("Host", machine["host"]),
+        ("OS", machine.get("os")),
+        ("Kernel", f"{machine['kernel']} ({machine['kernel_version']})"),
+        ("CPU", f"{machine['cpu']}, {machine['cpus_online']} online, "
+                f"usable {machine['cpus_usable']}"),
+        ("Memory", fmt_bytes(machine["memory_bytes"])),
+        ("Pinning", machine["pinning"]),
+        ("Compiler", machine.get("compiler")),
+        ("libevent", machine.get("libevent")),
+        ("Python", machine.get("python")),
+        ("gnuplot", machine.get("gnuplot")),
+        ("Commit", f"{machine.get('git_commit')}"
+                   f"{' (with uncommitted changes)' if machine.get('git_dirty') else ''}"),
+        ("ulimit -n (soft/hard)", f"{limits['RLIMIT_NOFILE']['soft']}/"
+                                  f"{limits['RLIMIT_NOFILE']['hard']}"),
+        ("ulimit -u (soft/hard)", f"{limits['RLIMIT_NPROC']['soft']}/"
+                                  f"{limits['RLIMIT_NPROC']['hard']}"),
+        ("ulimit -s (soft)", limits["RLIMIT_STACK"]["soft"]),
+    ] + [(k, v) for k, v in limits["sysctl"].items()]
+    say(table(["", ""], [(k, f"`{v}`") for k, v in facts]))
+    say("")
+    say(f"Sweep options: `{json.dumps({k: v for k, v in config.items() if k != 'latency_rates'})}`; "
+        f"latency rates (messages/s by N): `{json.dumps(config.get('latency_rates'))}`. "
+        f"The sweep took {results.get('seconds', 0):.0f} s.\n")
+    return "\n".join(out)
+
+
+def main():
+    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
+        print("usage: report.py RESULTS_FOLDER  (the folder with runs.json)")
+        return 0 if len(sys.argv) == 2 else 2
+    print(build(sys.argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,751 @@
+#!/usr/bin/env python3
+"""The benchmark sweep: every server model, side by side, on this machine.
+
+For each model (chat-evented, chat-threaded, chat-forking, whichever are
+built, and the Python peers in bench/peers/) and each client count N, it
+
+  1. starts the server on port 0, pinned to its own CPU, and reads the port
+     from its startup line;
+  2. samples the idle server from /proc (procstat.py);
+  3. runs chat-load, pinned to another CPU, which connects and registers N
+     clients, then runs the throughput and latency workloads; at each mark
+     chat-load prints, the sweep samples the server again, then says "go";
+  4. stops the server (SIGTERM, then SIGKILL to its whole process group) and
+     the load generator, whatever happened;
+  5. records everything (raw samples, chat-load's JSON, exact errors) in
+     runs.json, so that report.py can write the CSV, charts and report.
+
+Every phase has a deadline; a model that fails at some N is recorded with the
+error and the sweep goes on. Ctrl-C stops the run in progress, kills what it
+started and still writes the results gathered so far.
+
+    python3 bench/sweep.py --quick          # about two minutes
+    python3 bench/sweep.py --full           # for reports
+    python3 bench/sweep.py --models evented,asyncio --clients 10,1000
+"""
+
+import argparse
+import ctypes
+import datetime
+import glob
+import json
+import os
+import platform
+import resource
+import select
+import signal
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import procstat  # noqa: E402
+import report  # noqa: E402
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(BENCH_DIR)
+
+# The two modes. Latency is measured at a fixed total delivery rate, split
+# over the clients: R = latency_deliveries / N messages per second.
+MODES = {
+    "quick": {"clients": [10, 100, 1000], "repeats": 1, "warmup": 0.3,
+              "duration": 1.0, "drain": 20.0, "connect_base": 60.0},
+    "full": {"clients": [10, 100, 1000, 5000, 10000], "repeats": 3,
+             "warmup": 1.0, "duration": 5.0, "drain": 60.0,
+             "connect_base": 120.0},
+}
+MODEL_ORDER = ["evented", "threaded", "forking", "asyncio"]
+SERVER_START_TIMEOUT = 15.0
+SERVER_STOP_TIMEOUT = 5.0
+MARK_MARGIN = 60.0  # beyond chat-load's own deadlines, before we give up
+
+
+# ---------------------------------------------------------------------------
+# What to run
+
+
+class Model:
+    """One server: its short name, how to start it, where it comes from."""
+
+    def __init__(self, name, argv, source):
+        self.name = name
+        self.argv = argv
+        self.source = source
+
+    def __repr__(self):
+        return f"Model({self.name})"
+
+
+def find_models(build_dir, wanted, extra=()):
+    """The C servers in build/bin, the Python peers in bench/peers, and any
+    server given as --server NAME=COMMAND."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(build_dir, "bin", "chat-*"))):
+        name = os.path.basename(path)[len("chat-"):]
+        if name != "load" and os.access(path, os.X_OK):
+            found[name] = Model(name, [path], os.path.relpath(path, REPO_DIR))
+    for path in sorted(glob.glob(os.path.join(BENCH_DIR, "peers", "chat_*.py"))):
+        name = os.path.basename(path)[len("chat_"):-len(".py")]
+        found.setdefault(name, Model(name, [sys.executable, path],
+                                     os.path.relpath(path, REPO_DIR)))
+    for spec in extra:
+        name, _, command = spec.partition("=")
+        if not name or not command:
+            sys.exit(f"sweep: --server wants NAME=COMMAND, not {spec!r}")
+        found[name] = Model(name, command.split(), command)
+    order = {name: i for i, name in enumerate(MODEL_ORDER)}
+    names = sorted(found, key=lambda n: (order.get(n, len(order)), n))
+    if wanted:
+        wanted = [w.removeprefix("chat-") for w in wanted]
+        wanted += [spec.partition("=")[0] for spec in extra
+                   if spec.partition("=")[0] not in wanted]
+        missing = [w for w in wanted if w not in found]
+        names = [w for w in wanted if w in found]
+        return [found[n] for n in names], missing
+    return [found[n] for n in names], []
+
+
+# ---------------------------------------------------------------------------
+# Limits
+
+
+def _read_sysctl(name):
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().split()
+    except OSError:
+        return None
+
+
+def _write_sysctl(name, value):
+    with open("/proc/sys/" + name.replace(".", "/"), "w") as f:
+        f.write(str(value))
+
+
+def raise_limits(max_clients):
+    """Raises what N connections need, in this process (inherited by the
+    servers and chat-load) and, when missing, system-wide. Returns the list
+    of what was raised and what could not be, for the terminal and report."""
+    notes = []
+
+    def rlimit(kind, label, need):
+        soft, hard = resource.getrlimit(kind)
+        if hard != resource.RLIM_INFINITY and hard < need:
+            try:
+                resource.setrlimit(kind, (need, need))
+                notes.append(f"raised {label} from {soft}/{hard} to {need}")
+            except (ValueError, OSError) as error:
+                notes.append(f"could not raise {label} to {need} (hard limit "
+                             f"{hard}: {error}); some runs may fail")
+            return
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(kind, (hard, hard))
+
+    rlimit(resource.RLIMIT_NOFILE, "open files (ulimit -n)", max_clients + 256)
+    rlimit(resource.RLIMIT_NPROC, "processes (ulimit -u)", max_clients + 1024)
+
+    tasks_now = int(open("/proc/loadavg").read().split()[3].split("/")[1])
+    for name, need in (("kernel.pid_max", tasks_now + max_clients + 1024),
+                       ("kernel.threads-max", tasks_now + max_clients + 1024),
+                       ("vm.max_map_count", 2 * max_clients + 4096)):
+        current = _read_sysctl(name)
+        if current is None or int(current[0]) >= need:
+            continue
+        try:
+            _write_sysctl(name, need)
+            notes.append(f"raised {name} from {current[0]} to {need}")
+        except OSError as error:
+            notes.append(f"could not raise {name} from {current[0]} to {need} "
+                         f"({error.strerror}); as root: sysctl -w {name}={need}")
+    ports = _read_sysctl("net.ipv4.ip_local_port_range")
+    if ports and int(ports[1]) - int(ports[0]) + 1 < max_clients:
+        notes.append(f"ephemeral ports {ports[0]}-{ports[1]} are fewer than "
+                     f"{max_clients}: chat-load spreads clients over several "
+                     f"127.0.0.x source addresses")
+    return notes
+
+
+def limits_in_force():
+    def rl(kind):
+        soft, hard = resource.getrlimit(kind)
+        show = lambda v: "unlimited" if v == resource.RLIM_INFINITY else v
+        return {"soft": show(soft), "hard": show(hard)}
+
+    sysctls = {}
+    for name in ("kernel.pid_max", "kernel.threads-max", "vm.max_map_count",
+                 "net.core.somaxconn", "net.ipv4.ip_local_port_range",
+                 "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_rmem",
+                 "net.ipv4.tcp_wmem", "fs.nr_open", "fs.file-max"):
+        value = _read_sysctl(name)
+        if value is not None:
+            sysctls[name] = " ".join(value)
+    return {"RLIMIT_NOFILE": rl(resource.RLIMIT_NOFILE),
+            "RLIMIT_NPROC": rl(resource.RLIMIT_NPROC),
+            "RLIMIT_STACK": rl(resource.RLIMIT_STACK),
+            "sysctl": sysctls}
+
+
+# ---------------------------------------------------------------------------
+# The machine, for the record
+
+
+def _first_line(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        text = (out.stdout or out.stderr).strip()
+        return text.splitlines()[0] if text else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def describe_machine(build_dir, pinning):
+    cpu_model = None
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    memory = procstat.system_memory()
+    mem_total = None
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            mem_total = int(line.split()[1]) * 1024
+    compiler = None
+    cache = os.path.join(build_dir, "CMakeCache.txt")
+    if os.path.exists(cache):
+        for line in open(cache, errors="replace"):
+            if line.startswith("CMAKE_C_COMPILER:"):
+                compiler = _first_line([line.split("=", 1)[1].strip(),
+                                        "--version"])
+    os_name = None
+    if os.path.exists("/etc/os-release"):
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip().strip('"')
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc)
+                .isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "os": os_name,
+        "kernel": platform.release(),
+        "kernel_version": platform.version(),
+        "cpu": cpu_model,
+        "cpus_online": os.cpu_count(),
+        "cpus_usable": sorted(os.sched_getaffinity(0)),
+        "memory_bytes": mem_total,
+        "memory_available_bytes": memory.get("MemAvailable"),
+        "load_average": open("/proc/loadavg").read().split()[:3],
+        "compiler": compiler,
+        "libevent": _first_line(["pkg-config", "--modversion", "libevent"]),
+        "python": platform.python_version(),
+        "gnuplot": _first_line(["gnuplot", "--version"]),
+        "git_commit": _first_line(["git", "-C", REPO_DIR, "rev-parse",
+                                   "--short", "HEAD"]),
+        "git_dirty": bool(_first_line(["git", "-C", REPO_DIR, "status",
+                                       "--porcelain", "--untracked-files=no"])),
+        "pinning": pinning,
+        "limits": limits_in_force(),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Progress on the terminal
+
+
+class Progress:
+    """One line per run. On a terminal it is rewritten in place with the
+    current phase; elsewhere (CI logs) a line per phase and every 15 s."""
+
+    def __init__(self, total, stream=sys.stderr):
+        self.total = total
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.index = 0
+        self.prefix = ""
+        self.started = 0.0
+        self.last_print = 0.0
+
+    def start(self, model, clients, repeat, repeats):
+        self.index += 1
+        again = f" #{repeat + 1}" if repeats > 1 else ""
+        self.prefix = (f"[{self.index:>{len(str(self.total))}}/{self.total}] "
+                       f"{model:<9} N={clients:<6}{again:<3}")
+        self.started = time.monotonic()
+        self.phase("starting server", force=True)
+
+    def phase(self, text, force=False):
+        now = time.monotonic()
+        line = f"{self.prefix} {text} ({now - self.started:.0f} s)"
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line[:150])
+            self.stream.flush()
+        elif force or now - self.last_print >= 15:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_print = now
+
+    def finish(self, text):
+        line = f"{self.prefix} {text}"
+        self.stream.write(("\r\x1b[K" if self.tty else "") + line + "\n")
+        self.stream.flush()
+
+    def note(self, text):
+        self.stream.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
+
+
+# ---------------------------------------------------------------------------
+# Processes
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(cpus):
+    """Runs in the child before exec: pin it, and make it die with us."""
+    def setup():
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    return setup
+
+
+def kill_group(process, grace):
+    """SIGTERM to the process's whole group, SIGKILL after `grace` seconds
+    (and always, for children that outlive their parent). Returns the exit
+    status and the seconds it took to exit."""
+    started = time.monotonic()
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        status = process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        status = None
+    took = time.monotonic() - started
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if status is None:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    return status, took
+
+
+class RunError(Exception):
+    """A run that could not complete: the text is recorded verbatim."""
+
+
+def _tail(path, lines=5):
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(f.read().strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def read_line(process, deadline, what):
+    """One line from the process's stdout, before the deadline."""
+    data = b""
+    fd = process.stdout.fileno()
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RunError(f"no {what} within the deadline")
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            chunk = os.read(fd, 1)
+            if not chunk:
+                raise RunError(f"exited before {what} (status "
+                               f"{process.wait()})")
+            data += chunk
+    return data.decode("utf-8", "replace").strip()
+
+
+def start_server(model, clients, config, cpus, log_path):
+    argv = model.argv + ["-q", "-H", "127.0.0.1", "-p", "0",
+                         "--max-clients", str(clients + 64),
+                         "--max-backlog", str(config.max_backlog),
+                         "--login-timeout", "0"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=log, start_new_session=True,
+            preexec_fn=_child_setup(cpus))
+    try:
+        line = read_line(process, time.monotonic() + SERVER_START_TIMEOUT,
+                         "startup line")
+        words = line.split()
+        if len(words) < 4 or words[-3:-1] != ["on", "port"]:
+            raise RunError(f"unexpected startup line: {line!r}")
+        return process, int(words[-1]), argv
+    except RunError as error:
+        kill_group(process, 1)
+        raise RunError(f"server: {error}; stderr: {_tail(log_path)}")
+
+
+# ---------------------------------------------------------------------------
+# One run: one model at one N
+
+
+def latency_rate(clients, config):
+    return max(1.0, min(config.latency_max_rate,
+                        config.latency_deliveries / clients))
+
+
+def connect_timeout(clients, config):
+    return config.connect_base + config.connect_per_client * clients
+
+
+def run_one(model, clients, repeat, config, pinning, out_dir, progress):
+    """Runs one model at one N; returns the run's record, never raises for
+    a failure of the server or the load (those are recorded)."""
+    tag = f"{model.name}-{clients}-{repeat + 1}"
+    logs = os.path.join(out_dir, "logs")
+    record = {
+        "model": model.name, "clients": clients, "repeat": repeat + 1,
+        "server_source": model.source, "status": "failed", "error": None,
+        "started": datetime.datetime.now(datetime.timezone.utc)
+                   .isoformat(timespec="seconds"),
+        "load_average_before": open("/proc/loadavg").read().split()[:3],
+        "samples": {}, "load": None,
+    }
+    server = load = None
+    progress.start(model.name, clients, repeat, config.repeats)
+    try:
+        server, port, argv = start_server(
+            model, clients, config, pinning["server"],
+            os.path.join(logs, f"{tag}-server.log"))
+        record["server_argv"] = [os.path.basename(a) if i == 0 else a
+                                 for i, a in enumerate(argv)]
+        time.sleep(config.settle)
+        record["samples"]["idle"] = {
+            "memory": procstat.memory_sample(server.pid),
+            "cpu": procstat.cpu_sample(server.pid), "t": time.monotonic()}
+
+        rate = latency_rate(clients, config)
+        timeout = connect_timeout(clients, config)
+        load_argv = [config.chat_load, "--control", "-p", str(port),
+                     "-n", str(clients), "-s", str(config.senders),
+                     "--window", str(config.window), "-r", f"{rate:g}",
+                     "-d", f"{config.duration:g}",
+                     "--warmup", f"{config.warmup:g}",
+                     "--message-bytes", str(config.message_bytes),
+                     "--connect-timeout", f"{timeout:g}",
+                     "--drain-timeout", f"{config.drain:g}",
+                     "--workload", config.workloads]
+        record["load_argv"] = [os.path.basename(load_argv[0])] + load_argv[1:]
+        load_log = os.path.join(logs, f"{tag}-load.log")
+        with open(load_log, "wb") as log:
+            load = subprocess.Popen(
+                load_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log, start_new_session=True,
+                preexec_fn=_child_setup(pinning["load"]))
+        record["load"] = drive_load(load, server, config, timeout, record,
+                                    progress)
+        if record["load"] is None:
+            raise RunError(f"chat-load ended without a result (status "
+                           f"{load.wait()}): {_tail(load_log)}")
+        if not record["load"]["ok"]:
+            errors = record["load"].get("errors") or []
+            raise RunError("; ".join(
+                f"{e['kind']} ({e['count']}x): {e['first']}" for e in errors)
+                or "chat-load reported a failed check")
+        record["status"] = "ok"
+    except RunError as error:
+        record["error"] = str(error)
+    except KeyboardInterrupt:
+        record["error"] = "interrupted (Ctrl-C)"
+        record["status"] = "interrupted"
+        raise
+    finally:
+        if server is not None:
+            progress.phase("stopping server")
+            exited = server.poll()
+            status, took = kill_group(server, SERVER_STOP_TIMEOUT)
+            record["server_exit"] = {"status": status,
+                                     "seconds": round(took, 3),
+                                     "exited_during_run": exited is not None}
+            if exited is not None:
+                record["status"] = "failed"
+                how = (f"killed by signal {-exited}" if exited < 0
+                       else f"exit status {exited}")
+                tail = _tail(os.path.join(logs, tag + "-server.log"))
+                record["error"] = (
+                    f"server exited during the run ({how})"
+                    + (f", its last words: {tail}" if tail else "")
+                    + (f"; then {record['error']}" if record["error"] else ""))
+        if load is not None:
+            try:
+                load.stdin.close()
+            except OSError:
+                pass
+            try:
+                load.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            kill_group(load, 0)
+        record["load_average_after"] = open("/proc/loadavg").read().split()[:3]
+    progress.finish(report.one_line_summary(record))
+    return record
+
+
+def drive_load(load, server, config, connect_deadline_s, record, progress):
+    """Reads chat-load's control lines: shows its progress, samples the
+    server at each mark, answers "go". Returns chat-load's JSON result."""
+    fd = load.stdout.fileno()
+    pending = b""
+    phase = "connect"
+    deadline = time.monotonic() + connect_deadline_s + MARK_MARGIN
+    per_phase = (config.warmup + config.duration + config.drain +
+                 MARK_MARGIN)
+    while True:
+        now = time.monotonic()
+        if now > deadline:
+            raise RunError(f"deadline: no progress from chat-load during "
+                           f"{phase} (sweep watchdog)")
+        if server.poll() is not None and phase != "done":
+            # chat-load notices too and reports; give it a moment.
+            deadline = min(deadline, now + 10)
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            progress.phase(phase)
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            text = line.decode("utf-8", "replace")
+            if text.startswith("@progress "):
+                progress.phase(text[len("@progress "):])
+            elif text.startswith("@mark "):
+                name = text[len("@mark "):].strip()
+                sample = {"t": time.monotonic()}
+                if name == "connected":
+                    progress.phase("measuring memory", force=True)
+                    sample["memory"] = procstat.memory_sample(server.pid)
+                sample["cpu"] = procstat.cpu_sample(server.pid)
+                record["samples"][name] = sample
+                load.stdin.write(b"go\n")
+                load.stdin.flush()
+                phase = {"connected": "throughput warm-up",
+                         "throughput-start": "throughput",
+                         "throughput-end": "throughput drain",
+                         "latency-start": "latency",
+                         "latency-end": "latency drain"}.get(name, name)
+                progress.phase(phase, force=True)
+                deadline = time.monotonic() + per_phase
+            elif text.startswith("@result "):
+                return json.loads(text[len("@result "):])
+
+
+# ---------------------------------------------------------------------------
+# The sweep
+
+
+def parse_arguments():
+    parser = argparse.ArgumentParser(
+        description="Run every chat server model over a range of client "
+                    "counts and write bench/results/<date>-<host>/.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="mode",
+                      const="quick", help="N = 10, 100, 1000, one repeat, "
+                      "1 s windows: about two minutes (the default)")
+    mode.add_argument("--full", action="store_const", dest="mode",
+                      const="full", help="N = 10 ... 10,000, three repeats, "
+                      "5 s windows: for reports")
+    parser.add_argument("--models", help="comma list (default: every "
+                        "chat-* in BUILD/bin and bench/peers/chat_*.py)")
+    parser.add_argument("--server", action="append", default=[],
+                        metavar="NAME=COMMAND",
+                        help="also run this server (same command line as "
+                             "the chat-* binaries), as model NAME")
+    parser.add_argument("--clients", help="comma list of N")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--duration", type=float, help="seconds per window")
+    parser.add_argument("--warmup", type=float, help="seconds before each")
+    parser.add_argument("--drain", type=float,
+                        help="deadline for the last deliveries, seconds")
+    parser.add_argument("--senders", type=int, default=10)
+    parser.add_argument("--window", type=int, default=8,
+                        help="throughput: own messages in flight per sender")
+    parser.add_argument("--message-bytes", type=int, default=32)
+    parser.add_argument("--latency-deliveries", type=float, default=20000,
+                        help="latency load: deliveries per second in total, "
+                             "so R = this / N messages per second")
+    parser.add_argument("--latency-max-rate", type=float, default=2000)
+    parser.add_argument("--connect-per-client", type=float, default=None,
+                        help="connect deadline: base + this * N seconds")
+    parser.add_argument("--max-backlog", type=int, default=64 << 20,
+                        help="the servers' --max-backlog, bytes")
+    parser.add_argument("--workloads", default="throughput,latency")
+    parser.add_argument("--build-dir", default=os.path.join(REPO_DIR, "build"))
+    parser.add_argument("--out", help="results folder (default "
+                        "bench/results/<date>-<host>)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the server and chat-load to CPUs")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="run larger N after a model failed every "
+                             "repeat at some N (default: skip them)")
+    parser.add_argument("--require", action="append", default=[],
+                        metavar="MODEL",
+                        help="exit 1 unless MODEL exists and every run of it "
+                             "passed (CI's smoke test uses chat-evented)")
+    parser.add_argument("--no-report", action="store_true")
+    config = parser.parse_args()
+    config.mode = config.mode or "quick"
+    defaults = MODES[config.mode]
+    config.clients = ([int(n.replace("_", "")) for n in config.clients.split(",")]
+                      if config.clients else defaults["clients"])
+    for key in ("repeats", "duration", "warmup", "drain"):
+        if getattr(config, key) is None:
+            setattr(config, key, defaults[key])
+    config.connect_base = defaults["connect_base"]
+    if config.connect_per_client is None:
+        config.connect_per_client = 0.03 if config.mode == "quick" else 0.06
+    config.settle = 0.3
+    config.build_dir = os.path.abspath(config.build_dir)
+    config.chat_load = os.path.join(config.build_dir, "bin", "chat-load")
+    return config
+
+
+def choose_pinning(disabled):
+    cpus = sorted(os.sched_getaffinity(0))
+    if disabled or len(cpus) < 2:
+        why = "disabled (--no-pin)" if disabled else "only one CPU"
+        return {"server": None, "load": None, "note": f"not pinned: {why}"}
+    return {"server": {cpus[-1]}, "load": {cpus[0]},
+            "note": f"server on CPU {cpus[-1]}, chat-load and the sweep on "
+                    f"CPU {cpus[0]}"}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main():
+    # Ctrl-C, SIGTERM and SIGHUP all stop the sweep the same way: the run in
+    # progress is killed (its whole process groups) and what was measured so
+    # far is written. Also when started with SIGINT ignored (a background
+    # job of a script).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    config = parse_arguments()
+    if not os.access(config.chat_load, os.X_OK):
+        sys.exit(f"sweep: {config.chat_load} not found: build first "
+                 f"(cmake -S . -B build && cmake --build build)")
+    models, missing = find_models(
+        config.build_dir, config.models.split(",") if config.models else None,
+        config.server)
+    for name in missing:
+        print(f"sweep: no model '{name}' (looked for chat-{name} in "
+              f"{config.build_dir}/bin and bench/peers/chat_{name}.py)",
+              file=sys.stderr)
+    required_missing = [r for r in config.require
+                        if r.removeprefix("chat-") not in
+                        {m.name for m in models}]
+    if not models:
+        sys.exit("sweep: no server model to run")
+
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    out_dir = config.out or os.path.join(
+        BENCH_DIR, "results", f"{stamp}-{socket.gethostname()}")
+    os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
+
+    pinning = choose_pinning(config.no_pin)
+    if pinning["load"]:
+        os.sched_setaffinity(0, pinning["load"])  # the sweep's own sampling
+    limit_notes = raise_limits(max(config.clients))
+    machine = describe_machine(config.build_dir, pinning["note"])
+
+    total = len(models) * len(config.clients) * config.repeats
+    progress = Progress(total)
+    progress.note(f"sweep ({config.mode}): {', '.join(m.name for m in models)}"
+                  f" x N={','.join(map(str, config.clients))} x "
+                  f"{config.repeats} -> {os.path.relpath(out_dir)}")
+    progress.note(f"  {pinning['note']}; load average "
+                  f"{' '.join(machine['load_average'])}")
+    for note in limit_notes:
+        progress.note("  limits: " + note)
+
+    results = {
+        "machine": machine, "limit_notes": limit_notes,
+        "config": {k: v for k, v in vars(config).items()
+                   if isinstance(v, (int, float, str, list, bool))
+                   and k not in ("build_dir", "chat_load", "out")},
+        "models": [{"name": m.name, "source": m.source} for m in models],
+        "runs": [], "interrupted": False,
+    }
+    results["config"]["latency_rates"] = {
+        str(n): latency_rate(n, config) for n in config.clients}
+
+    def save():
+        with open(os.path.join(out_dir, "runs.json"), "w") as f:
+            json.dump(results, f, indent=1)
+
+    started = time.monotonic()
+    try:
+        for model in models:
+            failed_at = None
+            for clients in config.clients:
+                if failed_at is not None and not config.keep_going:
+                    for repeat in range(config.repeats):
+                        progress.index += 1
+                        results["runs"].append({
+                            "model": model.name, "clients": clients,
+                            "repeat": repeat + 1, "status": "skipped",
+                            "error": f"skipped: every run failed at "
+                                     f"N={failed_at}"})
+                    progress.note(f"{'':>{2 * len(str(total)) + 3}} "
+                                  f"{model.name:<9} N={clients:<6} skipped "
+                                  f"(failed at N={failed_at})")
+                    continue
+                outcomes = []
+                for repeat in range(config.repeats):
+                    run = run_one(model, clients, repeat, config, pinning,
+                                  out_dir, progress)
+                    results["runs"].append(run)
+                    outcomes.append(run["status"])
+                    save()
+                if all(s != "ok" for s in outcomes):
+                    failed_at = clients
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        progress.note("sweep: interrupted; writing what was measured")
+    results["machine"]["load_average_end"] = \
+        open("/proc/loadavg").read().split()[:3]
+    results["seconds"] = round(time.monotonic() - started, 1)
+    save()
+
+    if not config.no_report:
+        written = report.build(out_dir)
+        progress.note(f"sweep: done in {results['seconds']:.0f} s; report: "
+                      f"{os.path.relpath(written)}")
+
+    status = 0
+    for name in required_missing:
+        progress.note(f"sweep: FAILED: required model {name} was not found")
+        status = 1
+    for name in config.require:
+        name = name.removeprefix("chat-")
+        bad = [r for r in results["runs"]
+               if r["model"] == name and r["status"] != "ok"]
+        for r in bad:
+            progress.note(f"sweep: FAILED: {name} N={r['clients']} "
+                          f"#{r['repeat']}: {r['error']}")
+            status = 1
+    if results["interrupted"]:
+        status = 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,747 @@
+/* chat-forking: the chat server as one process per connection.
+ *
+ * The model: the parent process listens and accepts; for each connection it
+ * forks a child, which serves that one client down a plain loop (wait, read,
+ * act, write) and exits when the client leaves. Processes share no heap, so
+ * the room lives in memory the parent shared before the first fork
+ * (shared_room.h): the registered names, and a ring of the room's lines
+ * (event_ring.h) that each child reads from its own cursor and copies to its
+ * own client. A process-shared, robust mutex guards both. A child killed at
+ * any instant, even holding the lock, leaves the room whole, and the parent,
+ * which reaps every child, makes a dead child's user depart.
+ *
+ * Waiting: a child must wake for its socket or for a change in the room, and
+ * cost nothing while both are quiet. It waits in epoll on two descriptors:
+ * its socket, and one eventfd that the parent made before forking, which
+ * every child watches edge-triggered and never reads. Whoever changes the
+ * room writes to it once, and the kernel wakes every child. The others do
+ * not fit: a futex or a process-shared condition variable cannot be waited
+ * on together with a socket (and the condition variable can hang when a
+ * waiter dies, glibc bug 21422); a signal per child would cost each writer
+ * one kill() per child. Never read, the eventfd's counter would fill up
+ * after 2^64 - 2 writes: a writer that finds it full empties it first.
+ *
+ * Its cost: a process per connection: a kernel task with its kernel stack
+ * and page tables, and private copies of the pages it writes (its stack, its
+ * buffers, libc's data); the code and the rest stay shared with the parent.
+ * A message to the room costs one copy into the ring, then in every child a
+ * wake-up, a turn of the lock, a copy out and a send: N context switches,
+ * and N processes queuing on one lock, for every line.
+ *
+ * Where it breaks: at thousands of connections, memory and the scheduler
+ * (see README.md for the figures at 10,000), a fork per connection, and the
+ * process limits (pid_max, RLIMIT_NPROC). What it buys: each session reads
+ * as straight-line code, and a crash takes one connection with it. */
+#include "clock.h"
+#include "line_framer.h"
+#include "listener.h"
+#include "log.h"
+#include "options.h"
+#include "protocol.h"
+#include "refuse.h"
+#include "room.h"
+#include "session.h"
+#include "shared_room.h"
+#include "startup.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
+/* How long a closing client may take to read its last lines. */
+#define FLUSH_TIMEOUT_SECONDS 5
+/* How long a child gives its client to read the shutdown notice, and how
+ * long the parent waits for its children before it kills them (SPEC.md:
+ * exit within 2 s). */
+#define GOODBYE_MILLISECONDS 1000
+#define SHUTDOWN_GRACE_MILLISECONDS 1500
+/* How long accepting pauses when the process runs out of descriptors. */
+#define ACCEPT_RETRY_MILLISECONDS 250
+/* Connections accepted per turn of the parent's loop. */
+#define ACCEPT_BATCH 64
+/* Bytes read from a socket at a time. */
+#define READ_CHUNK 4096
+
+enum client_state {
+  CLIENT_OPEN,    /* reading and writing */
+  CLIENT_CLOSING, /* saying its last lines, then closed */
+  CLIENT_DROPPED, /* too slow, or the connection failed: closed at once */
+};
+
+/* What a child sends its client: replies, and room lines copied from the
+ * ring. Freed whenever it is empty: an idle client holds no buffer. */
+struct output {
+  char *bytes;
+  size_t sent, length, capacity;
+};
+
+/* The one client a child serves. */
+struct client {
+  int fd;
+  int epoll; /* its socket and the room's wake-up */
+  struct output output;
+  uint64_t cursor;          /* the first byte of the ring it has not copied */
+  long long login_deadline; /* milliseconds, monotonic clock */
+  struct line_framer framer;
+  struct session session;
+  struct peer_address peer;
+  int member; /* index in the room while registered */
+  enum client_state state;
+  enum departure_cause cause;     /* why it was dropped */
+  bool watching_output;           /* epoll reports when the socket takes more */
+  char name[CHAT_NAME_MAX_BYTES]; /* the session's name, in our own memory */
+};
+
+/* A child, as the parent knows it. */
+struct child {
+  pid_t pid;
+  struct peer_address peer;
+};
+
+static struct server {
+  struct chat_options options;
+  int listener;
+  int signals; /* SIGINT, SIGTERM and SIGCHLD, read as a descriptor */
+  pid_t parent;
+  struct shared_room *shared;
+  struct session_context session;
+  struct child *children; /* the live ones, in no order */
+  size_t connections;     /* how many */
+  long long accept_retry_at;
+  bool accept_paused;
+  bool shutting_down;
+} server;
+
+/* ---- Children ------------------------------------------------------- */
+
+static struct child *find_child(pid_t pid) {
+  for (size_t i = 0; i < server.connections; i++) {
+    if (server.children[i].pid == pid)
+      return &server.children[i];
+  }
+  return NULL;
+}
+
+static void remove_child(struct child *child) {
+  *child = server.children[--server.connections];
+}
+
+/* ---- Output --------------------------------------------------------- */
+
+static size_t pending(const struct client *client) {
+  return client->output.length - client->output.sent;
+}
+
+/* The client stops being served at once; it departs for `cause`. */
+static void drop_client(struct client *client, enum departure_cause cause) {
+  if (client->state != CLIENT_OPEN)
+    return;
+  client->state = CLIENT_DROPPED;
+  client->cause = cause;
+}
+
+/* Makes room for `length` more bytes at the end of the output; returns
+ * where they go, or NULL when out of memory. */
+static char *output_tail(struct client *client, size_t length) {
+  struct output *out = &client->output;
+  if (out->sent > 0) { /* move what is left to the front */
+    memmove(out->bytes, out->bytes + out->sent, out->length - out->sent);
+    out->length -= out->sent;
+    out->sent = 0;
+  }
+  if (out->length + length > out->capacity) {
+    size_t capacity = out->capacity ? out->capacity : 512;
+    while (capacity < out->length + length)
+      capacity *= 2;
+    char *grown = realloc(out->bytes, capacity);
+    if (!grown)
+      return NULL;
+    out->bytes = grown;
+    out->capacity = capacity;
+  }
+  return out->bytes + out->length;
+}
+
+/* Adds bytes to a client's output, unless that would leave more than
+ * --max-backlog bytes waiting for it: then it is dropped instead. */
+static void append_output(struct client *client, const char *bytes,
+                          size_t length) {
+  if (client->state != CLIENT_OPEN || length == 0)
+    return;
+  char *tail = pending(client) + length > server.options.max_backlog
+                   ? NULL
+                   : output_tail(client, length);
+  if (!tail) {
+    drop_client(client, DEPARTURE_SLOW); /* out of memory: the same remedy */
+    return;
+  }
+  memcpy(tail, bytes, length);
+  client->output.length += length;
+}
+
+/* Copies the room lines the client has not had yet, from its cursor to the
+ * head of the ring, into its output. With the lock held. What waits in the
+ * ring counts toward the backlog too: a client more than --max-backlog bytes
+ * behind is dropped, and no writer ever waited for it. */
+static void catch_up(struct client *client) {
+  if (client->state != CLIENT_OPEN || !session_is_registered(&client->session))
+    return;
+  uint64_t head = shared_room_head(server.shared);
+  size_t behind = (size_t)(head - client->cursor);
+  if (behind == 0)
+    return;
+  char *tail = pending(client) + behind > server.options.max_backlog
+                   ? NULL
+                   : output_tail(client, behind);
+  if (!tail) {
+    drop_client(client, DEPARTURE_SLOW);
+    return;
+  }
+  shared_room_read(server.shared, client->cursor, tail, behind);
+  client->output.length += behind;
+  client->cursor = head;
+}
+
+/* Queues a reply for the client after the room lines it has not had yet,
+ * so that it reads both in the room's order: its message, then the answer
+ * to the NAMES it sent after it. */
+static void queue_output(struct client *client, const char *bytes,
+                         size_t length) {
+  if (length == 0)
+    return;
+  if (session_is_registered(&client->session)) {
+    shared_room_lock(server.shared);
+    catch_up(client);
+    shared_room_unlock(server.shared);
+  }
+  append_output(client, bytes, length);
+}
+
+static void write_to_client(void *context, const char *bytes, size_t length) {
+  append_output(context, bytes, length);
+}
+
+/* Sends what the socket takes now. Returns false if the connection failed. */
+static bool flush_output(struct client *client) {
+  struct output *out = &client->output;
+  while (out->sent < out->length) {
+    ssize_t sent = send(client->fd, out->bytes + out->sent,
+                        out->length - out->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0)
+      return errno == EAGAIN || errno == EWOULDBLOCK;
+    out->sent += (size_t)sent;
+  }
+  free(out->bytes);
+  *out = (struct output){0};
+  return true;
+}
+
+/* Asks epoll to report a writable socket only while output waits for one:
+ * otherwise an idle client's socket, always writable, would wake it. */
+static void watch_output(struct client *client, bool reading) {
+  bool watch = pending(client) > 0;
+  if (watch == client->watching_output)
+    return;
+  struct epoll_event event = {.events = (reading ? EPOLLIN : 0) |
+                                        (watch ? EPOLLOUT : 0),
+                              .data.fd = client->fd};
+  epoll_ctl(client->epoll, EPOLL_CTL_MOD, client->fd, &event);
+  client->watching_output = watch;
+}
+
+/* ---- Closing -------------------------------------------------------- */
+
+/* A registered user leaves the room: everyone else is told, once. */
+static void depart(struct client *client, enum departure_cause cause) {
+  log_departed(&client->peer, client->session.name, client->session.name_length,
+               cause);
+  struct session_step step = session_end(&client->session, &server.session);
+  if (step.room == SESSION_ROOM_LEAVE) {
+    shared_room_lock(server.shared);
+    shared_room_leave(server.shared, client->member);
+    shared_room_publish(server.shared, step.room_line);
+    shared_room_unlock(server.shared);
+  }
+}
+
+/* Says the last lines, then closes, unless the client does not take them
+ * before the deadline. It hears no more of the room. */
+static void close_after_flush(struct client *client, long long deadline) {
+  epoll_ctl(client->epoll, EPOLL_CTL_DEL, shared_room_wake_fd(server.shared),
+            NULL);
+  client->watching_output = false;
+  long long left;
+  while (flush_output(client) && pending(client) > 0 &&
+         (left = deadline - now_milliseconds()) > 0) {
+    watch_output(client, false);
+    struct epoll_event event;
+    epoll_wait(client->epoll, &event, 1, (int)left);
+  }
+  close(client->fd);
+}
+
+/* ---- The session's steps ---------------------------------------------- */
+
+static bool carry_out(struct client *client, struct session_step step);
+
+/* The join and its announcement are one change of the room: a child killed
+ * in between cannot leave a member nobody heard arrive. */
+static void join_room(struct client *client, struct chat_text name) {
+  const char *stored = NULL;
+  shared_room_lock(server.shared);
+  int member = shared_room_join(server.shared, name, (uintptr_t)getpid());
+  if (member >= 0) {
+    memcpy(client->name, name.bytes, name.length);
+    stored = client->name;
+    client->member = member;
+    client->cursor = shared_room_head(server.shared); /* its arrival on */
+  }
+  struct session_step step =
+      session_joined(&client->session, &server.session, name, stored);
+  if (member >= 0)
+    shared_room_publish(server.shared, step.room_line);
+  shared_room_unlock(server.shared);
+  if (member >= 0)
+    log_registered(&client->peer, stored, (unsigned)name.length);
+  else
+    carry_out(client, step); /* the name is taken: ask again */
+}
+
+/* Carries out one step of the session logic. Returns false when the client
+ * stops reading (it said QUIT, or was dropped). */
+static bool carry_out(struct client *client, struct session_step step) {
+  queue_output(client, step.reply.bytes, step.reply.length);
+  switch (step.room) {
+  case SESSION_ROOM_NONE:
+    break;
+  case SESSION_ROOM_JOIN:
+    join_room(client, step.name);
+    break;
+  case SESSION_ROOM_SAY:
+    shared_room_lock(server.shared);
+    shared_room_publish(server.shared, step.room_line);
+    shared_room_unlock(server.shared);
+    break;
+  case SESSION_ROOM_NAMES:
+    shared_room_lock(server.shared);
+    catch_up(client);
+    room_names(shared_room_members(server.shared), write_to_client, client);
+    shared_room_unlock(server.shared);
+    break;
+  case SESSION_ROOM_LEAVE: /* only session_end asks for it: see depart() */
+    break;
+  }
+  if (step.close && client->state == CLIENT_OPEN)
+    client->state = CLIENT_CLOSING; /* the caller closes it after a flush */
+  return client->state == CLIENT_OPEN;
+}
+
+static bool on_frame(void *context, const struct frame *frame) {
+  struct client *client = context;
+  return carry_out(client,
+                   session_on_frame(&client->session, &server.session, frame));
+}
+
+/* ---- The child's loop ------------------------------------------------- */
+
+static void read_input(struct client *client) {
+  if (client->state != CLIENT_OPEN)
+    return;
+  char chunk[READ_CHUNK];
+  ssize_t got = recv(client->fd, chunk, sizeof chunk, MSG_DONTWAIT);
+  if (got < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      drop_client(client, DEPARTURE_CLOSED); /* reset, or worse */
+    return;
+  }
+  if (got == 0) {
+    /* End of input, maybe only a half-close: every complete line was
+     * already handled; answer what is pending, then close. */
+    depart(client, DEPARTURE_CLOSED);
+    client->state = CLIENT_CLOSING;
+    return;
+  }
+  if (line_framer_push(&client->framer, chunk, (size_t)got, on_frame, client) ==
+      FRAMER_NO_MEMORY)
+    drop_client(client, DEPARTURE_ERROR);
+  if (client->state == CLIENT_CLOSING) /* it said QUIT */
+    depart(client, DEPARTURE_QUIT);
+}
+
+/* Milliseconds epoll may wait: until the login deadline, or for ever. */
+static int login_wait(const struct client *client) {
+  if (client->session.phase != SESSION_NAMING || client->login_deadline == 0)
+    return -1;
+  long long left = client->login_deadline - now_milliseconds();
+  return left > 0 ? (int)left : 0;
+}
+
+/* SIGINT or SIGTERM reached the parent: say so, and close. The user does
+ * not depart: the whole room is going. */
+static void say_goodbye(struct client *client) {
+  log_departed(&client->peer, client->session.name, client->session.name_length,
+               DEPARTURE_SHUTDOWN);
+  struct session_step step = session_shutdown(&client->session);
+  append_output(client, step.reply.bytes, step.reply.length);
+  if (client->state == CLIENT_OPEN)
+    client->state = CLIENT_CLOSING;
+}
+
+/* The child's whole life: one client, from the welcome to the close. */
+static void serve(struct client *client) {
+  long long flush_deadline = 0;
+  carry_out(client, session_start(&client->session, &server.session));
+  while (client->state == CLIENT_OPEN) {
+    if (!flush_output(client)) {
+      drop_client(client, DEPARTURE_CLOSED);
+      break;
+    }
+    watch_output(client, true);
+    struct epoll_event events[2];
+    int ready = epoll_wait(client->epoll, events, 2, login_wait(client));
+    if (ready < 0 && errno != EINTR)
+      drop_client(client, DEPARTURE_ERROR);
+    if (shared_room_is_shutting_down(server.shared)) {
+      say_goodbye(client);
+      flush_deadline = now_milliseconds() + GOODBYE_MILLISECONDS;
+      break;
+    }
+    for (int i = 0; i < ready; i++) {
+      if (events[i].data.fd == client->fd &&
+          (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        read_input(client);
+    }
+    if (session_is_registered(&client->session)) {
+      shared_room_lock(server.shared);
+      catch_up(client);
+      shared_room_unlock(server.shared);
+    } else if (client->state == CLIENT_OPEN && login_wait(client) == 0) {
+      log_departed(&client->peer, NULL, 0, DEPARTURE_TIMEOUT);
+      carry_out(client, session_timed_out(&client->session));
+    }
+  }
+  if (client->state == CLIENT_DROPPED) {
+    depart(client, client->cause);
+    close(client->fd);
+    return;
+  }
+  if (flush_deadline == 0)
+    flush_deadline = now_milliseconds() + FLUSH_TIMEOUT_SECONDS * 1000LL;
+  close_after_flush(client, flush_deadline);
+}
+
+/* The start of a child: it serves one connection, and must not outlive the
+ * parent. Then it leaves through _exit: the atexit handlers it inherited
+ * are the parent's, not to run once per child. (Under AddressSanitizer, it
+ * checks for leaks first: what it inherited is reachable from the server's
+ * globals, so only what it allocated itself can show up.) */
+static void run_child(int fd, const struct peer_address *peer,
+                      long long accepted_at) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != server.parent) /* it died before prctl */
+    _exit(0);
+  close(server.listener);
+  close(server.signals);
+  signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the whole process group: the
+                              parent answers for the server */
+  signal(SIGTERM, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+
+  struct client client = {.fd = fd, .peer = *peer, .member = -1};
+  line_framer_init(&client.framer, server.options.max_line);
+  if (server.options.login_timeout > 0)
+    client.login_deadline = accepted_at + server.options.login_timeout * 1000LL;
+  client.epoll = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event socket_event = {.events = EPOLLIN, .data.fd = fd};
+  struct epoll_event wake_event = {.events = EPOLLIN | EPOLLET,
+                                   .data.fd =
+                                       shared_room_wake_fd(server.shared)};
+  if (client.epoll < 0 ||
+      epoll_ctl(client.epoll, EPOLL_CTL_ADD, fd, &socket_event) < 0 ||
+      epoll_ctl(client.epoll, EPOLL_CTL_ADD, wake_event.data.fd, &wake_event) <
+          0) {
+    log_refused(peer, strerror(errno));
+    _exit(1);
+  }
+  log_accepted(peer);
+  serve(&client);
+  line_framer_release(&client.framer);
+  free(client.output.bytes);
+#if defined(__SANITIZE_ADDRESS__)
+  if (!shared_room_is_shutting_down(server.shared))
+    __lsan_do_leak_check(); /* slow: not while the server must stop */
+#endif
+  _exit(0);
+}
+
+/* ---- Accepting ------------------------------------------------------ */
+
+static void pause_accepting(const char *why) {
+  if (!server.accept_paused)
+    log_line("accept paused: %s", why);
+  server.accept_paused = true;
+  server.accept_retry_at = now_milliseconds() + ACCEPT_RETRY_MILLISECONDS;
+}
+
+static void spawn_child(int fd, const struct peer_address *peer) {
+  long long accepted_at = now_milliseconds();
+  pid_t pid = fork();
+  if (pid < 0) { /* out of processes or memory: the server is full */
+    pause_accepting(strerror(errno));
+    refuse_full(fd, peer);
+    return;
+  }
+  if (pid == 0)
+    run_child(fd, peer, accepted_at); /* does not return */
+  close(fd);
+  server.children[server.connections++] = (struct child){pid, *peer};
+}
+
+static void on_accept(void) {
+  for (int i = 0; i < ACCEPT_BATCH && !server.accept_paused; i++) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    int fd = accept4(server.listener, (struct sockaddr *)&address, &length,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      /* Out of descriptors (or memory), the listener would be ready again
+       * at once and spin: pause it for a moment. */
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+          errno == ENOMEM)
+        pause_accepting(strerror(errno));
+      else if (errno != EAGAIN && errno != EWOULDBLOCK &&
+               errno != ECONNABORTED && errno != EINTR)
+        log_line("accept failed: %s", strerror(errno));
+      return;
+    }
+    struct peer_address peer = peer_address_from((struct sockaddr *)&address);
+    if (server.connections >= server.options.max_clients) {
+      refuse_full(fd, &peer);
+      continue;
+    }
+    int on = 1; /* room lines are small: send each at once */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    spawn_child(fd, &peer);
+  }
+}
+
+/* ---- Reaping -------------------------------------------------------- */
+
+/* A child ended without its user leaving the room (it was killed, or
+ * crashed): the user departs now, as the child would have. Under the lock,
+ * the room tells whether the child left it first: then nothing is done. */
+static void release_user(const struct child *child) {
+  shared_room_lock(server.shared);
+  const struct room *room = shared_room_members(server.shared);
+  int member = room_first(room);
+  while (member >= 0 && room_owner(room, member) != (uintptr_t)child->pid)
+    member = room_next(room, member);
+  if (member >= 0) {
+    struct chat_text name = room_member_name(room, member);
+    log_departed(&child->peer, name.bytes, (unsigned)name.length,
+                 DEPARTURE_ERROR);
+    struct session session = {.name = name.bytes,
+                              .name_length = (unsigned char)name.length,
+                              .phase = SESSION_CHATTING};
+    struct session_step step = session_end(&session, &server.session);
+    shared_room_leave(server.shared, member);
+    shared_room_publish(server.shared, step.room_line);
+  }
+  shared_room_unlock(server.shared);
+}
+
+/* Collects every child that ended: signals coalesce, one SIGCHLD may stand
+ * for many. */
+static void reap_children(void) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    struct child *child = find_child(pid);
+    if (!child)
+      continue;
+    bool died = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    if (died) {
+      char text[PEER_TEXT_SIZE];
+      peer_address_format(&child->peer, text);
+      if (WIFSIGNALED(status))
+        log_line("%s: process %d killed by signal %d", text, (int)pid,
+                 WTERMSIG(status));
+      else
+        log_line("%s: process %d exited with status %d", text, (int)pid,
+                 WEXITSTATUS(status));
+    }
+    if (!server.shutting_down) {
+      release_user(child); /* however it ended, its user is gone */
+      if (died) /* it may have changed the room, and died before waking it */
+        shared_room_wake(server.shared);
+    }
+    remove_child(child);
+    server.accept_paused = false; /* a place came free */
+  }
+}
+
+/* ---- Shutdown ------------------------------------------------------- */
+
+/* Reads the signals that arrived; returns SIGINT or SIGTERM if one did. */
+static int read_signals(void) {
+  int stop = 0;
+  struct signalfd_siginfo info;
+  while (read(server.signals, &info, sizeof info) == sizeof info) {
+    if (info.ssi_signo == SIGINT || info.ssi_signo == SIGTERM)
+      stop = (int)info.ssi_signo;
+  }
+  reap_children();
+  return stop;
+}
+
+/* SIGINT or SIGTERM: stop accepting, tell every child, give them a moment
+ * to say goodbye and exit, then kill the ones that did not. */
+static void shut_down(int signal_number) {
+  server.shutting_down = true;
+  log_line("shutting down (%s)", strsignal(signal_number));
+  close(server.listener);
+  server.listener = -1;
+  shared_room_shut_down(server.shared);
+  long long deadline = now_milliseconds() + SHUTDOWN_GRACE_MILLISECONDS;
+  long long left;
+  while (server.connections > 0 && (left = deadline - now_milliseconds()) > 0) {
+    struct pollfd signals = {.fd = server.signals, .events = POLLIN};
+    if (poll(&signals, 1, (int)left) > 0)
+      read_signals();
+  }
+  if (server.connections > 0)
+    log_line("killing %zu children that did not finish", server.connections);
+  for (size_t i = 0; i < server.connections; i++)
+    kill(server.children[i].pid, SIGKILL);
+  while (server.connections > 0) {
+    int status;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0)
+      break; /* no children left */
+    struct child *child = find_child(pid);
+    if (child)
+      remove_child(child);
+  }
+}
+
+/* ---- Setup, loop, teardown ---------------------------------------------- */
+
+/* The parent waits for connections and for signals (SIGCHLD included)
+ * with one poll. */
+static void run(void) {
+  for (;;) {
+    int wait = -1;
+    if (server.accept_paused) {
+      long long left = server.accept_retry_at - now_milliseconds();
+      if (left <= 0)
+        server.accept_paused = false;
+      else
+        wait = (int)left;
+    }
+    struct pollfd fds[2] = {
+        {.fd = server.signals, .events = POLLIN},
+        {.fd = server.accept_paused ? -1 : server.listener, .events = POLLIN},
+    };
+    if (poll(fds, 2, wait) < 0 && errno != EINTR) {
+      log_line("poll failed: %s", strerror(errno));
+      return;
+    }
+    if (fds[0].revents & POLLIN) {
+      int stop = read_signals();
+      if (stop) {
+        shut_down(stop);
+        return;
+      }
+    }
+    if (fds[1].revents & POLLIN)
+      on_accept();
+  }
+}
+
+/* SIGINT, SIGTERM and SIGCHLD are blocked and read from a descriptor, in
+ * the loop, instead of interrupting it. */
+static int open_signals(void) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGCHLD);
+  if (sigprocmask(SIG_BLOCK, &signals, NULL) < 0)
+    return -1;
+  return signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+static void free_everything(void) {
+  if (server.listener >= 0)
+    close(server.listener);
+  if (server.signals >= 0)
+    close(server.signals);
+  shared_room_destroy(server.shared);
+  free(server.children);
+  free(server.session.scratch);
+}
+
+int main(int argc, char *argv[]) {
+  int status = options_parse(&server.options, argc, argv, stdout, stderr);
+  if (status != OPTIONS_RUN)
+    return status;
+  log_set_quiet(server.options.quiet);
+  startup_prepare_process();
+
+  char error[256];
+  unsigned port;
+  server.listener = listener_open(server.options.host, server.options.port,
+                                  &port, error, sizeof error);
+  if (server.listener < 0) {
+    fprintf(stderr, "chat-forking: %s\n", error);
+    return 1;
+  }
+  size_t scratch_size = session_scratch_size(server.options.max_line);
+  server.session = (struct session_context){
+      .room_name = server.options.room_name,
+      .max_line = server.options.max_line,
+      .scratch = malloc(scratch_size),
+      .scratch_size = scratch_size,
+  };
+  /* The ring holds --max-backlog bytes plus one line: a reader that many
+   * bytes behind is dropped before a writer (even one killed half-way
+   * through a line) can overwrite what it has yet to read. */
+  server.shared = shared_room_create(server.options.max_clients,
+                                     server.options.max_backlog + scratch_size);
+  server.children = calloc(server.options.max_clients, sizeof(struct child));
+  server.signals = open_signals();
+  server.parent = getpid();
+  if (!server.session.scratch || !server.shared || !server.children ||
+      server.signals < 0) {
+    fprintf(stderr, "chat-forking: cannot set up: %s\n", strerror(errno));
+    free_everything();
+    return 1;
+  }
+
+  options_print_startup(&server.options, port, stdout);
+  log_line("%s running on port %u: chat-forking, a process per connection",
+           server.options.room_name, port);
+
+  run();
+
+  free_everything();
+  log_line("stopped");
+  return 0;
+}

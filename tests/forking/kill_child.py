@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""chat-forking: SIGKILL a child in the middle of heavy chatting, many times.
+
+Usage:
+    python3 kill_child.py SERVER [--rounds N] [--chatters N]
+
+Several clients chat without pause while, round after round, a victim joins,
+chats as fast as it can (long lines, NAMES), and the child process serving
+it is killed with SIGKILL. The child is found through /proc: the one that
+holds the server's end of the victim's socket. Every other round it dies
+wherever it happens to be; in the others the test first catches it holding
+the room lock: it stops it (SIGSTOP), reads the lock word in the shared
+mapping (glibc keeps the owner's thread id there), and kills it only if the
+owner is the child itself; otherwise it lets it run on and tries again, up
+to a limit, then kills it wherever it is.
+
+Checked, every round: a marker line sent after the kill reaches every other
+client within a deadline (nobody stalls), and `User vN departed.` arrives.
+At the end: every client saw each victim arrive once and depart exactly
+once, after its arrival; NAMES lists exactly the survivors; the server has
+one child per live connection and no zombie; at least one child was killed
+holding the lock, and the server logged a repair for each of those; SIGTERM
+stops it with status 0 within 2 seconds, with no child left and no
+sanitizer report.
+
+Environment: CONFORMANCE_TIME_FACTOR (default 1) stretches every deadline.
+Standard library only; Linux (/proc).
+"""
+
+import argparse
+import os
+import random
+import re
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TIME_FACTOR = float(os.environ.get("CONFORMANCE_TIME_FACTOR") or 1)
+DEADLINE = 5.0 * TIME_FACTOR  # seconds for anything to arrive
+PROMPT = b"Enter user name: "
+FUTEX_TID_MASK = 0x3FFFFFFF  # the owner's thread id in a robust mutex word
+
+
+def fail(message):
+    raise AssertionError(message)
+
+
+class Client:
+    """One chat connection; a shared reader thread fills `lines`."""
+
+    def __init__(self, port, name):
+        self.name = name
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.lines = []
+        self.closed = False
+        self.changed = threading.Condition()
+
+    def feed(self, data):
+        with self.changed:
+            if not data:
+                self.closed = True
+            self.buffer += data
+            *complete, self.buffer = self.buffer.split(b"\r\n")
+            # The prompt has no line end: it prefixes the next line.
+            self.lines.extend(line.replace(PROMPT, b"") for line in complete)
+            self.changed.notify_all()
+
+    def wait_for(self, line, start=0):
+        """Index of the first `line` at or after `start`; fails at the deadline."""
+        deadline = time.monotonic() + DEADLINE
+        with self.changed:
+            while True:
+                try:
+                    return self.lines.index(line, start)
+                except ValueError:
+                    pass
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed:
+                    fail(f"{self.name}: {line!r} did not arrive within "
+                         f"{DEADLINE:.0f} s; last lines: {self.lines[-5:]}")
+                self.changed.wait(left)
+
+    def count(self, line):
+        with self.changed:
+            return self.lines.count(line)
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+
+class Readers:
+    """One thread reads every client's socket, so nobody falls behind."""
+
+    def __init__(self):
+        self.selector = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def add(self, client):
+        with self.lock:
+            self.selector.register(client.sock, selectors.EVENT_READ, client)
+
+    def remove(self, client):
+        with self.lock:
+            try:
+                self.selector.unregister(client.sock)
+            except (KeyError, ValueError):
+                pass
+
+    def run(self):
+        while not self.stopping:
+            with self.lock:
+                ready = self.selector.select(timeout=0.01)
+                for key, _ in ready:
+                    client = key.data
+                    try:
+                        data = client.sock.recv(65536)
+                    except OSError:
+                        data = b""
+                    client.feed(data)
+                    if not data:
+                        self.selector.unregister(client.sock)
+            if not ready:
+                time.sleep(0.001)
+
+
+def register(port, readers, name):
+    client = Client(port, name)
+    readers.add(client)
+    client.send(name.encode() + b"\r\n")
+    client.wait_for(b"User %s arrived." % name.encode())
+    return client
+
+
+class Sender(threading.Thread):
+    """Sends lines from some clients at a steady pace until stopped."""
+
+    def __init__(self, clients, lines_per_tick, tick, line):
+        super().__init__(daemon=True)
+        self.clients, self.lines_per_tick, self.tick = clients, lines_per_tick, tick
+        self.line = line
+        self.stop = threading.Event()
+
+    def run(self):
+        count = 0
+        while not self.stop.is_set():
+            for client in list(self.clients):
+                burst = b"".join(self.line(client, count + i)
+                                 for i in range(self.lines_per_tick))
+                try:
+                    client.send(burst)
+                except OSError:
+                    pass  # the victim's connection, just killed
+            count += self.lines_per_tick
+            time.sleep(self.tick)
+
+
+# ---- /proc -----------------------------------------------------------------
+
+def server_side_inodes(server_port, client_port):
+    """Inodes of the server's sockets connected to client_port."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if local_port == server_port and remote_port == client_port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def children_of(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def child_serving(server_pid, server_port, client):
+    """The pid of the child that holds the server's end of client's socket."""
+    targets = {f"socket:[{inode}]" for inode in
+               server_side_inodes(server_port, client.sock.getsockname()[1])}
+    for child in children_of(server_pid):
+        try:
+            for fd in os.listdir(f"/proc/{child}/fd"):
+                if os.readlink(f"/proc/{child}/fd/{fd}") in targets:
+                    return child
+        except OSError:
+            continue  # it just exited
+    fail(f"no child of {server_pid} serves {client.name}")
+
+
+def process_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def lock_word_address(pid):
+    """Where the room lock lives: the start of the shared anonymous mapping
+    (shown as /dev/zero (deleted), rw-s), the same address in every process."""
+    with open(f"/proc/{pid}/maps") as f:
+        for row in f:
+            fields = row.split()
+            if fields[1] == "rw-s" and row.rstrip().endswith("/dev/zero (deleted)"):
+                return int(fields[0].split("-")[0], 16)
+    return None
+
+
+def lock_owner(server_pid, address):
+    with open(f"/proc/{server_pid}/mem", "rb") as mem:
+        mem.seek(address)
+        (word,) = struct.unpack("<I", mem.read(4))
+    return word & FUTEX_TID_MASK
+
+
+def kill_in_lock(server_pid, address, victim, attempts):
+    """Stops the victim until it is caught holding the lock, then kills it.
+    Returns True if it died holding the lock."""
+    for _ in range(attempts if address else 0):
+        try:
+            os.kill(victim, signal.SIGSTOP)
+            deadline = time.monotonic() + DEADLINE
+            while process_state(victim) not in ("T", "t"):
+                if time.monotonic() > deadline:
+                    fail(f"process {victim} did not stop")
+                time.sleep(0.0002)
+            if lock_owner(server_pid, address) == victim:
+                os.kill(victim, signal.SIGKILL)
+                return True
+            os.kill(victim, signal.SIGCONT)
+        except (OSError, PermissionError):
+            break
+        time.sleep(random.uniform(0, 0.003))
+    os.kill(victim, signal.SIGKILL)  # stopped or not
+    return False
+
+
+# ---- The test --------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("server")
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--chatters", type=int, default=4)
+    parser.add_argument("--attempts", type=int, default=300,
+                        help="tries to catch a victim holding the lock")
+    args = parser.parse_args()
+
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(
+        [args.server, "-p", "0", "--max-backlog", str(64 << 20)],
+        stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+    try:
+        first = server.stdout.readline().decode()
+        match = re.search(r"running on port (\d+)", first)
+        if not match:
+            fail(f"no startup line: {first!r}")
+        port = int(match.group(1))
+        in_lock = run_rounds(args, server.pid, port)
+        stop_server(server, log, in_lock)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def run_rounds(args, server_pid, port):
+    readers = Readers()
+    watcher = register(port, readers, "watcher")
+    chatters = [register(port, readers, f"c{i}") for i in range(args.chatters)]
+    everyone = [watcher] + chatters
+    chatting = Sender(chatters, 5, 0.005,
+                      lambda client, i: b"%s says %d\r\n" % (client.name.encode(), i))
+    chatting.start()
+    address = lock_word_address(server_pid)
+    if address is None:
+        print("kill_child: cannot find the shared mapping; killing at random")
+    in_lock = 0
+    slowest = 0.0
+    marks = {client.name: 0 for client in everyone}
+    for round_number in range(args.rounds):
+        name = f"v{round_number}"
+        victim = register(port, readers, name)
+        flood = Sender([victim], 20, 0.001,
+                       lambda client, i: (b"NAMES\r\n" if i % 10 == 0 else
+                                          b"%d %s\r\n" % (i, b"x" * 900)))
+        flood.start()
+        time.sleep(random.uniform(0.005, 0.03))
+        pid = child_serving(server_pid, port, victim)
+        # Every other round, the child dies wherever it happens to be.
+        attempts = args.attempts if round_number % 2 == 0 else 0
+        in_lock += kill_in_lock(server_pid, address, pid, attempts)
+        flood.stop.set()
+        flood.join()
+
+        # Nobody stalls: a line said after the kill reaches everyone.
+        killed_at = time.monotonic()
+        marker = b"marker %d" % round_number
+        chatters[0].send(marker + b"\r\n")
+        for client in everyone:
+            marks[client.name] = client.wait_for(b"c0: " + marker,
+                                                 marks[client.name])
+        slowest = max(slowest, time.monotonic() - killed_at)
+        for client in everyone:
+            client.wait_for(b"User %s departed." % name.encode())
+        readers.remove(victim)
+        victim.sock.close()
+
+    chatting.stop.set()
+    chatting.join()
+    # A last line through everyone: whatever the server sent before it is in.
+    chatters[0].send(b"the end\r\n")
+    for client in everyone:
+        client.wait_for(b"c0: the end")
+    for round_number in range(args.rounds):
+        name = b"v%d" % round_number
+        for client in everyone:
+            arrived = client.count(b"User %s arrived." % name)
+            departed = client.count(b"User %s departed." % name)
+            if arrived != 1 or departed != 1:
+                fail(f"{client.name} saw {name.decode()} arrive {arrived} and "
+                     f"depart {departed} times (once each expected)")
+            if (client.lines.index(b"User %s departed." % name) <
+                    client.lines.index(b"User %s arrived." % name)):
+                fail(f"{client.name} saw {name.decode()} depart before arriving")
+
+    start = len(watcher.lines)
+    watcher.send(b"NAMES\r\n")
+    header = watcher.wait_for(b"Users here:", start)
+    watcher.wait_for(b" c%d" % (args.chatters - 1), header)
+    names = watcher.lines[header + 1: header + 2 + args.chatters]
+    expected = [b" watcher"] + [b" c%d" % i for i in range(args.chatters)]
+    if names != expected:
+        fail(f"NAMES after the rounds: {names}, expected {expected}")
+
+    children = children_of(server_pid)
+    zombies = [pid for pid in children if process_state(pid) == "Z"]
+    if len(children) != len(everyone) or zombies:
+        fail(f"{len(children)} children ({len(zombies)} zombies) for "
+             f"{len(everyone)} connections")
+    if address and args.rounds >= 10 and in_lock == 0:
+        fail("no child was caught holding the lock: the repair went untested")
+    print(f"kill_child: {args.rounds} children killed ({in_lock} holding the "
+          f"room lock); slowest marker after a kill {slowest * 1000:.0f} ms")
+    readers.stopping = True
+    for client in everyone:
+        client.sock.close()
+    return in_lock
+
+
+def stop_server(server, log, in_lock):
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    try:
+        status = server.wait(timeout=2 * TIME_FACTOR)
+    except subprocess.TimeoutExpired:
+        fail("the server did not exit within 2 s of SIGTERM")
+    took = time.monotonic() - started
+    log.seek(0)
+    text = log.read().decode(errors="replace")
+    if status != 0:
+        fail(f"the server exited with status {status}:\n{text[-3000:]}")
+    try:
+        os.killpg(server.pid, 0)
+        fail("processes of the server's group outlived it")
+    except ProcessLookupError:
+        pass
+    if re.search(r"Sanitizer|runtime error:", text):
+        fail("sanitizer report:\n" + text[-5000:])
+    repaired = text.count("died holding the room lock")
+    if repaired < in_lock:
+        fail(f"{in_lock} children died holding the lock but "
+             f"{repaired} repairs were logged")
+    print(f"kill_child: {repaired} repairs logged; stopped in "
+          f"{took * 1000:.0f} ms; ok")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as error:
+        print(f"kill_child: FAILED: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,352 @@
+/* A libFuzzer target for the whole input path of one connection: bytes
+ * through a line_framer, frames through a session, steps carried out on a
+ * small room that two other users are already in, the way every server
+ * model does it.
+ *
+ * The input: a header, then the bytes the client sends.
+ *   byte 0     max_line - 1 (so 1 to 256)
+ *   byte 1     how the connection ends, once the bytes are sent: closed by
+ *              the client, server shutdown, or login timeout (if naming)
+ *   bytes 2-5  the sizes of successive chunks, in a cycle (0: all the rest)
+ *
+ * Invariants, each checked with abort() so that libFuzzer keeps the input:
+ * - every room line ends with CR LF, holds no other control byte, and is
+ *   valid UTF-8; every reply too, except that a notice while naming ends
+ *   with the prompt, and a telnet refusal is IAC WONT x or IAC DONT x;
+ * - no reply contains 0xFF unless the input contained IAC;
+ * - the framer never holds more than max_line bytes, and hands out no line
+ *   longer than that;
+ * - a session in CLOSED gets no more frames, and no step if it did;
+ * - the client arrives at most once, departs exactly once if it arrived,
+ *   and the room is left as it was;
+ * - the same bytes give the same transcript in chunks and in one piece. */
+#include "line_framer.h"
+#include "protocol.h"
+#include "room.h"
+#include "session.h"
+#include "utf8.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REQUIRE(condition)                                                     \
+  do {                                                                         \
+    if (!(condition)) {                                                        \
+      fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__,     \
+              #condition);                                                     \
+      abort();                                                                 \
+    }                                                                          \
+  } while (0)
+
+enum { HEADER_SIZE = 6, ROOM_CAPACITY = 4 };
+
+/* Owners in the room: the fuzzed client and the two users already there. */
+enum { OWNER_CLIENT = 1, OWNER_ADA, OWNER_BOB };
+
+enum connection_end { END_CLOSED, END_SHUTDOWN, END_TIMEOUT };
+
+/* Everything anyone received, in order, each piece tagged with who got it:
+ * what two runs of the same input must agree on. */
+struct transcript {
+  char *bytes;
+  size_t length;
+  size_t capacity;
+};
+
+static void append(struct transcript *transcript, const void *bytes,
+                   size_t length) {
+  size_t needed = transcript->length + length;
+  if (needed > transcript->capacity) {
+    size_t capacity = transcript->capacity ? transcript->capacity : 1024;
+    while (capacity < needed)
+      capacity *= 2;
+    transcript->bytes = realloc(transcript->bytes, capacity);
+    REQUIRE(transcript->bytes != NULL);
+    transcript->capacity = capacity;
+  }
+  if (length > 0)
+    memcpy(transcript->bytes + transcript->length, bytes, length);
+  transcript->length = needed;
+}
+
+static void transcript_add(struct transcript *transcript, char who,
+                           const char *bytes, size_t length) {
+  append(transcript, &who, 1);
+  append(transcript, bytes, length);
+}
+
+struct connection {
+  struct line_framer framer;
+  struct session session;
+  struct session_context context;
+  struct room *room;
+  int member;                     /* the client's index in the room, or -1 */
+  char name[CHAT_NAME_MAX_BYTES]; /* the client's name, once it arrived */
+  size_t name_length;
+  bool input_has_iac;
+  unsigned arrivals;
+  unsigned departures;
+  struct transcript transcript;
+};
+
+static bool ends_with(const char *bytes, size_t length, const char *suffix) {
+  size_t suffix_length = strlen(suffix);
+  return length >= suffix_length &&
+         memcmp(bytes + length - suffix_length, suffix, suffix_length) == 0;
+}
+
+/* Server text: valid UTF-8 in lines ending CR LF, with no control byte but
+ * those line ends (and TAB, which a user's message may hold); the last line
+ * may be the prompt, without a line end. */
+static void require_server_text(const char *bytes, size_t length,
+                                bool tab_allowed, bool prompt_allowed) {
+  REQUIRE(utf8_validate(bytes, length, NULL));
+  for (size_t i = 0; i < length; i++) {
+    unsigned char byte = (unsigned char)bytes[i];
+    if (byte == '\r')
+      REQUIRE(i + 1 < length && bytes[i + 1] == '\n');
+    else if (byte == '\n')
+      REQUIRE(i > 0 && bytes[i - 1] == '\r');
+    else if (byte != '\t' || !tab_allowed)
+      REQUIRE(!is_control_byte(byte));
+  }
+  if (length == 0)
+    return;
+  REQUIRE(ends_with(bytes, length, CHAT_EOL) ||
+          (prompt_allowed && ends_with(bytes, length, CHAT_PROMPT)));
+}
+
+/* A room line: one line (SPEC.md: no user can forge a server notice or
+ * break a line). */
+static void require_room_line(struct chat_text line) {
+  REQUIRE(line.length >= 2);
+  require_server_text(line.bytes, line.length, true, false);
+  REQUIRE(memchr(line.bytes, '\n', line.length) ==
+          line.bytes + line.length - 1);
+}
+
+/* Whether a line is exactly before, the client's name, after. */
+static bool is_notice_about(struct chat_text line, const char *before,
+                            const struct connection *connection,
+                            const char *after) {
+  size_t before_length = strlen(before), after_length = strlen(after);
+  return line.length ==
+             before_length + connection->name_length + after_length &&
+         memcmp(line.bytes, before, before_length) == 0 &&
+         memcmp(line.bytes + before_length, connection->name,
+                connection->name_length) == 0 &&
+         memcmp(line.bytes + before_length + connection->name_length, after,
+                after_length) == 0;
+}
+
+static void deliver(void *context, uintptr_t owner, struct chat_text line) {
+  struct connection *connection = context;
+  require_room_line(line);
+  transcript_add(&connection->transcript, (char)('0' + owner), line.bytes,
+                 line.length);
+}
+
+/* room_names writes its answer piece by piece: collect it whole. */
+static void write_names(void *context, const char *bytes, size_t length) {
+  append(context, bytes, length);
+}
+
+/* Carries out a step as a server model would: reply, room, close. */
+static void carry_out(struct connection *connection, struct session_step step,
+                      bool telnet_reply) {
+  struct session *session = &connection->session;
+  if (step.reply.length > 0) {
+    if (telnet_reply) {
+      const unsigned char *reply = (const unsigned char *)step.reply.bytes;
+      REQUIRE(step.reply.length == 3 && reply[0] == 0xFF &&
+              (reply[1] == 0xFC || reply[1] == 0xFE));
+    } else {
+      require_server_text(step.reply.bytes, step.reply.length, false, true);
+    }
+    if (!connection->input_has_iac)
+      REQUIRE(!memchr(step.reply.bytes, 0xFF, step.reply.length));
+    transcript_add(&connection->transcript, 'R', step.reply.bytes,
+                   step.reply.length);
+  }
+
+  switch (step.room) {
+  case SESSION_ROOM_NONE:
+    break;
+  case SESSION_ROOM_JOIN: {
+    REQUIRE(session->phase == SESSION_NAMING && connection->member < 0);
+    REQUIRE(step.name.length >= 1 && step.name.length <= CHAT_NAME_MAX_BYTES);
+    const char *stored = NULL;
+    connection->member =
+        room_join(connection->room, step.name, OWNER_CLIENT, &stored);
+    struct session_step joined =
+        session_joined(session, &connection->context, step.name,
+                       connection->member >= 0 ? stored : NULL);
+    REQUIRE(session_is_registered(session) == (connection->member >= 0));
+    if (connection->member >= 0) {
+      REQUIRE(joined.room == SESSION_ROOM_SAY);
+      memcpy(connection->name, step.name.bytes, step.name.length);
+      connection->name_length = step.name.length;
+      REQUIRE(is_notice_about(joined.room_line, "User ", connection,
+                              " arrived.\r\n"));
+      connection->arrivals++;
+    } else {
+      REQUIRE(joined.room == SESSION_ROOM_NONE);
+    }
+    carry_out(connection, joined, false);
+    break;
+  }
+  case SESSION_ROOM_SAY:
+    REQUIRE(session_is_registered(session));
+    require_room_line(step.room_line);
+    /* The arrival, or a message: the sender's name, ": ", the text. */
+    REQUIRE(
+        is_notice_about(step.room_line, "User ", connection, " arrived.\r\n") ||
+        (step.room_line.length >= connection->name_length + 4 &&
+         memcmp(step.room_line.bytes, connection->name,
+                connection->name_length) == 0 &&
+         memcmp(step.room_line.bytes + connection->name_length, ": ", 2) == 0));
+    room_broadcast(connection->room, step.room_line, deliver, connection);
+    break;
+  case SESSION_ROOM_LEAVE:
+    REQUIRE(connection->member >= 0);
+    room_leave(connection->room, connection->member);
+    connection->member = -1;
+    connection->departures++;
+    require_room_line(step.room_line);
+    REQUIRE(
+        is_notice_about(step.room_line, "User ", connection, " departed.\r\n"));
+    room_broadcast(connection->room, step.room_line, deliver, connection);
+    break;
+  case SESSION_ROOM_NAMES: {
+    REQUIRE(session_is_registered(session));
+    struct transcript names = {0};
+    room_names(connection->room, write_names, &names);
+    /* The header, then one line per user. */
+    size_t header_length = strlen(CHAT_NAMES_HEADER);
+    REQUIRE(names.length >= header_length &&
+            memcmp(names.bytes, CHAT_NAMES_HEADER, header_length) == 0);
+    require_server_text(names.bytes, names.length, false, false);
+    size_t lines = 0;
+    for (size_t i = 0; i < names.length; i++)
+      lines += names.bytes[i] == '\n';
+    REQUIRE(lines == 1 + room_count(connection->room));
+    transcript_add(&connection->transcript, 'N', names.bytes, names.length);
+    free(names.bytes);
+    break;
+  }
+  }
+
+  if (step.close)
+    REQUIRE(session->phase == SESSION_CLOSED);
+}
+
+static bool on_frame(void *context, const struct frame *frame) {
+  struct connection *connection = context;
+  struct line_framer *framer = &connection->framer;
+  /* The framer stopped when the session closed. */
+  REQUIRE(connection->session.phase != SESSION_CLOSED);
+  REQUIRE(framer->length <= framer->max_line);
+  if (frame->kind == FRAME_LINE)
+    REQUIRE(frame->length <= framer->max_line);
+  struct session_step step =
+      session_on_frame(&connection->session, &connection->context, frame);
+  carry_out(connection, step, frame->kind == FRAME_TELNET_REPLY);
+  return !step.close;
+}
+
+/* One connection from start to end; the chunk sizes cycle through
+ * chunk_sizes (0: the whole rest). Leaves its transcript in *out. */
+static void run_connection(size_t max_line, enum connection_end end,
+                           const uint8_t chunk_sizes[4], const uint8_t *data,
+                           size_t size, struct transcript *out) {
+  struct connection connection = {.member = -1};
+  size_t scratch_size = session_scratch_size(max_line);
+  connection.context = (struct session_context){
+      "Fuzz room", max_line, malloc(scratch_size), scratch_size};
+  connection.room =
+      room_init(calloc(1, room_size(ROOM_CAPACITY)), ROOM_CAPACITY);
+  connection.input_has_iac = memchr(data, 0xFF, size) != NULL;
+  const char *stored;
+  REQUIRE(room_join(connection.room, (struct chat_text){"ada", 3}, OWNER_ADA,
+                    &stored) >= 0);
+  REQUIRE(room_join(connection.room, (struct chat_text){"bob", 3}, OWNER_BOB,
+                    &stored) >= 0);
+  line_framer_init(&connection.framer, max_line);
+
+  carry_out(&connection,
+            session_start(&connection.session, &connection.context), false);
+
+  size_t offset = 0;
+  for (size_t k = 0; offset < size; k++) {
+    size_t length = chunk_sizes[k % 4];
+    if (length == 0 || length > size - offset)
+      length = size - offset;
+    enum framer_status status =
+        line_framer_push(&connection.framer, (const char *)data + offset,
+                         length, on_frame, &connection);
+    offset += length;
+    REQUIRE(status != FRAMER_NO_MEMORY);
+    REQUIRE(connection.framer.length <= max_line);
+    REQUIRE(connection.framer.capacity <= max_line + 1);
+    if (status == FRAMER_STOPPED) {
+      REQUIRE(connection.session.phase == SESSION_CLOSED);
+      REQUIRE(connection.framer.partial == NULL);
+      break;
+    }
+    REQUIRE(connection.session.phase != SESSION_CLOSED);
+  }
+
+  /* The bytes are all sent (or the session closed): the connection ends. */
+  if (connection.session.phase != SESSION_CLOSED) {
+    if (end == END_SHUTDOWN)
+      carry_out(&connection, session_shutdown(&connection.session), false);
+    else if (end == END_TIMEOUT && connection.session.phase == SESSION_NAMING)
+      carry_out(&connection, session_timed_out(&connection.session), false);
+  }
+  bool was_registered = session_is_registered(&connection.session);
+  carry_out(&connection, session_end(&connection.session, &connection.context),
+            false);
+  REQUIRE(connection.session.phase == SESSION_CLOSED);
+  REQUIRE(!session_is_registered(&connection.session));
+  REQUIRE(connection.arrivals <= 1);
+  REQUIRE(connection.departures == (was_registered ? 1u : 0u));
+  REQUIRE(connection.departures == connection.arrivals);
+  REQUIRE(room_count(connection.room) == 2);
+
+  /* A closed session takes no more steps, whatever comes. */
+  struct frame late = {FRAME_LINE, "NAMES", 5};
+  struct session_step nothing =
+      session_on_frame(&connection.session, &connection.context, &late);
+  REQUIRE(nothing.reply.length == 0 && nothing.room == SESSION_ROOM_NONE &&
+          !nothing.close);
+
+  line_framer_release(&connection.framer);
+  free(connection.room);
+  free(connection.context.scratch);
+  *out = connection.transcript;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < HEADER_SIZE)
+    return 0;
+  size_t max_line = 1 + (size_t)data[0];
+  enum connection_end end = (enum connection_end)(data[1] % 3);
+  const uint8_t *chunk_sizes = data + 2;
+  data += HEADER_SIZE;
+  size -= HEADER_SIZE;
+
+  struct transcript chunked, whole;
+  run_connection(max_line, end, chunk_sizes, data, size, &chunked);
+  static const uint8_t all_at_once[4] = {0, 0, 0, 0};
+  run_connection(max_line, end, all_at_once, data, size, &whole);
+  REQUIRE(chunked.length == whole.length);
+  REQUIRE(chunked.length == 0 ||
+          memcmp(chunked.bytes, whole.bytes, chunked.length) == 0);
+  free(chunked.bytes);
+  free(whole.bytes);
+  return 0;
+}

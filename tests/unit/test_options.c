@@ -1,0 +1,367 @@
+/* The command line of SPEC.md section 1.
+ *
+ * Defaults; NAME and PORT as positionals; long options (spaced and with
+ * '='), short options (spaced, attached, clustered); options after and
+ * between positionals; the limits of every number, accepted at the edge and
+ * refused one past it; every kind of bad argument giving status 2 and, on
+ * standard error, one line naming it and a hint; --help and --version
+ * giving 0 and their text on standard output; parsing twice in one process;
+ * and the startup line. Standard output and error are memory streams. */
+#include "check.h"
+#include "options.h"
+
+#define ARGV(...) ((char *[]){__VA_ARGS__, NULL})
+
+struct parsed {
+  int status;
+  struct chat_options options;
+  struct byte_buffer out;
+  struct byte_buffer err;
+};
+
+/* Runs options_parse on a NULL-terminated argv. */
+static struct parsed parse(char **argv) {
+  int argc = 0;
+  while (argv[argc])
+    argc++;
+  struct parsed parsed = {0};
+  char *out_text, *err_text;
+  size_t out_length, err_length;
+  FILE *out = open_memstream(&out_text, &out_length);
+  FILE *err = open_memstream(&err_text, &err_length);
+  parsed.status = options_parse(&parsed.options, argc, argv, out, err);
+  fclose(out);
+  fclose(err);
+  buffer_append(&parsed.out, out_text, out_length);
+  buffer_append(&parsed.err, err_text, err_length);
+  free(out_text);
+  free(err_text);
+  return parsed;
+}
+
+static void parsed_free(struct parsed *parsed) {
+  buffer_free(&parsed->out);
+  buffer_free(&parsed->err);
+}
+
+/* Whether text (not NUL-terminated) contains the string. */
+static bool contains(const struct byte_buffer *text, const char *string) {
+  size_t length = strlen(string);
+  for (size_t i = 0; i + length <= text->length; i++) {
+    if (memcmp(text->bytes + i, string, length) == 0)
+      return true;
+  }
+  return false;
+}
+
+static size_t count_lines(const struct byte_buffer *text) {
+  size_t lines = 0;
+  for (size_t i = 0; i < text->length; i++)
+    lines += text->bytes[i] == '\n';
+  return lines;
+}
+
+/* A run that should go ahead: status OPTIONS_RUN and nothing printed. */
+static bool check_runs(const struct parsed *parsed, int line) {
+  bool ok = CHECK(parsed->status == OPTIONS_RUN);
+  ok &= CHECK(parsed->out.length == 0 && parsed->err.length == 0);
+  if (!ok) {
+    fprintf(stderr, "  (parsed at line %d) err: ", line);
+    check_print_bytes(stderr, parsed->err.bytes, parsed->err.length);
+    fputc('\n', stderr);
+  }
+  return ok;
+}
+
+static void test_defaults(void) {
+  struct parsed p = parse(ARGV("chat"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "ChatServer") == 0);
+  CHECK(p.options.host == NULL);
+  CHECK(p.options.port == 1234);
+  CHECK(p.options.max_clients == 16384);
+  CHECK(p.options.max_line == 4096);
+  CHECK(p.options.max_backlog == 1048576);
+  CHECK(p.options.login_timeout == 60);
+  CHECK(!p.options.quiet);
+  parsed_free(&p);
+}
+
+static void test_positionals(void) {
+  struct parsed p = parse(ARGV("chat", "Lobby"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.port == 1234);
+  parsed_free(&p);
+
+  p = parse(ARGV("chat", "Lobby", "0"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.port == 0);
+  parsed_free(&p);
+
+  /* A room name may hold spaces and any UTF-8. */
+  p = parse(ARGV("chat", "Salle caf\xC3\xA9", "65535"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Salle caf\xC3\xA9") == 0);
+  CHECK(p.options.port == 65535);
+  parsed_free(&p);
+}
+
+static void test_long_options(void) {
+  struct parsed p =
+      parse(ARGV("chat", "--name", "Lobby", "--port", "4321", "--host", "::1",
+                 "--max-clients", "10", "--max-line", "100", "--max-backlog",
+                 "2000", "--login-timeout", "0", "--quiet"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.port == 4321);
+  CHECK(p.options.host && strcmp(p.options.host, "::1") == 0);
+  CHECK(p.options.max_clients == 10);
+  CHECK(p.options.max_line == 100);
+  CHECK(p.options.max_backlog == 2000);
+  CHECK(p.options.login_timeout == 0);
+  CHECK(p.options.quiet);
+  parsed_free(&p);
+
+  p = parse(ARGV("chat", "--name=Lobby", "--port=4321", "--max-line=1",
+                 "--host=127.0.0.1"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.port == 4321);
+  CHECK(p.options.max_line == 1);
+  CHECK(p.options.host && strcmp(p.options.host, "127.0.0.1") == 0);
+  parsed_free(&p);
+}
+
+static void test_short_options(void) {
+  struct parsed p =
+      parse(ARGV("chat", "-n", "Lobby", "-p", "4321", "-H", "localhost", "-q"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.port == 4321);
+  CHECK(p.options.host && strcmp(p.options.host, "localhost") == 0);
+  CHECK(p.options.quiet);
+  parsed_free(&p);
+
+  /* Attached values, and a cluster ending in an option with a value. */
+  p = parse(ARGV("chat", "-p4321", "-nLobby", "-qH::1"));
+  check_runs(&p, __LINE__);
+  CHECK(p.options.port == 4321);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.quiet);
+  CHECK(p.options.host && strcmp(p.options.host, "::1") == 0);
+  parsed_free(&p);
+}
+
+static void test_options_after_positionals(void) {
+  struct parsed p =
+      parse(ARGV("chat", "Lobby", "4321", "--quiet", "--max-line", "10"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.port == 4321);
+  CHECK(p.options.quiet);
+  CHECK(p.options.max_line == 10);
+  parsed_free(&p);
+
+  p = parse(
+      ARGV("chat", "-q", "Lobby", "--max-line", "10", "4321", "-H", "::"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.port == 4321);
+  CHECK(p.options.max_line == 10);
+  CHECK(p.options.host && strcmp(p.options.host, "::") == 0);
+  parsed_free(&p);
+}
+
+/* The largest and smallest value of every number is accepted. */
+static void test_limits_accepted(void) {
+  struct parsed p = parse(ARGV("chat", "--max-clients", "1", "--max-line",
+                               "16777216", "--max-backlog", "4294967296",
+                               "--login-timeout", "86400", "-p", "65535"));
+  check_runs(&p, __LINE__);
+  CHECK(p.options.max_clients == 1);
+  CHECK(p.options.max_line == 16777216);
+  CHECK(p.options.max_backlog == 4294967296ULL);
+  CHECK(p.options.login_timeout == 86400);
+  CHECK(p.options.port == 65535);
+  parsed_free(&p);
+
+  p = parse(ARGV("chat", "--max-clients", "1048576", "--max-backlog", "1", "-p",
+                 "0"));
+  check_runs(&p, __LINE__);
+  CHECK(p.options.max_clients == 1048576);
+  CHECK(p.options.max_backlog == 1);
+  CHECK(p.options.port == 0);
+  parsed_free(&p);
+
+  char name[257];
+  memset(name, 'r', 256);
+  name[256] = '\0';
+  p = parse(ARGV("chat", name));
+  check_runs(&p, __LINE__);
+  CHECK(strlen(p.options.room_name) == 256);
+  parsed_free(&p);
+}
+
+struct bad_case {
+  char *argv[6];
+  const char *named; /* what the message on standard error must name */
+};
+
+static void check_refused(char **argv, const char *named) {
+  struct parsed p = parse(argv);
+  bool ok = CHECK(p.status == 2);
+  ok &= CHECK(p.out.length == 0);
+  /* One line naming the problem, then a hint. */
+  ok &= CHECK(count_lines(&p.err) == 2);
+  ok &= CHECK(contains(&p.err, named));
+  ok &= CHECK(contains(&p.err, "--help"));
+  if (!ok) {
+    fprintf(stderr, "  arguments:");
+    for (int i = 1; argv[i]; i++) {
+      fputc(' ', stderr);
+      check_print_bytes(stderr, argv[i], strlen(argv[i]));
+    }
+    fprintf(stderr, "\n  should name \"%s\"; err: ", named);
+    check_print_bytes(stderr, p.err.bytes, p.err.length);
+    fputc('\n', stderr);
+  }
+  parsed_free(&p);
+}
+
+static void test_bad_arguments(void) {
+  struct bad_case cases[] = {
+      /* Ports. */
+      {{"chat", "--port", "65536"}, "port '65536'"},
+      {{"chat", "-p", "abc"}, "port 'abc'"},
+      {{"chat", "-p", "-1"}, "port '-1'"},
+      {{"chat", "-p", "+5"}, "port '+5'"},
+      {{"chat", "-p", " 5"}, "port ' 5'"},
+      {{"chat", "-p", "12x"}, "port '12x'"},
+      {{"chat", "-p", "0x10"}, "port '0x10'"},
+      {{"chat", "--port="}, "port ''"},
+      {{"chat", "-p", "99999999999999999999999"},
+       "port '99999999999999999999999'"},
+      {{"chat", "Lobby", "http"}, "port 'http'"},
+      /* Other numbers, one past each end. */
+      {{"chat", "--max-clients", "0"}, "--max-clients '0'"},
+      {{"chat", "--max-clients", "1048577"}, "--max-clients '1048577'"},
+      {{"chat", "--max-line", "0"}, "--max-line '0'"},
+      {{"chat", "--max-line", "16777217"}, "--max-line '16777217'"},
+      {{"chat", "--max-backlog", "0"}, "--max-backlog '0'"},
+      {{"chat", "--max-backlog", "4294967297"}, "--max-backlog '4294967297'"},
+      {{"chat", "--login-timeout", "86401"}, "--login-timeout '86401'"},
+      {{"chat", "--login-timeout", "-5"}, "--login-timeout '-5'"},
+      {{"chat", "--max-line", "1e3"}, "--max-line '1e3'"},
+      /* Names and hosts. */
+      {{"chat", "--name", ""}, "room name ''"},
+      {{"chat", "a\x01z"}, "room name 'a\x01z'"},
+      {{"chat", "-n", "tab\there"}, "room name 'tab\there'"},
+      {{"chat", "\xC0\x80"}, "room name '\xC0\x80'"},
+      {{"chat", "-H", ""}, "host ''"},
+      /* Arguments that are not there, or should not be. */
+      {{"chat", "Lobby", "1234", "extra"}, "'extra'"},
+      {{"chat", "--bogus"}, "'--bogus'"},
+      {{"chat", "--quiet=yes"}, "'--quiet=yes'"},
+      {{"chat", "-x"}, "'-x'"},
+      {{"chat", "-qx"}, "'-x'"},
+      {{"chat", "--quiet", "-xq"}, "'-x'"},
+      {{"chat", "--port"}, "'--port'"},
+      {{"chat", "--max-line"}, "'--max-line'"},
+      {{"chat", "-q", "-p"}, "'-p'"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_refused(cases[i].argv, cases[i].named);
+
+  char name[258];
+  memset(name, 'r', 257);
+  name[257] = '\0';
+  check_refused(ARGV("chat", name), "room name");
+}
+
+static void test_help(void) {
+  static const char *const mentioned[] = {
+      "--name",     "--port",        "--host",          "--max-clients",
+      "--max-line", "--max-backlog", "--login-timeout", "--quiet",
+      "--help",     "--version"};
+  char *spellings[] = {"--help", "-h"};
+  for (size_t s = 0; s < 2; s++) {
+    struct parsed p = parse(
+        ARGV("/usr/local/bin/chat-evented", spellings[s], "--port", "bad"));
+    CHECK(p.status == 0);
+    CHECK(p.err.length == 0);
+    /* The program's own name, without its directory. */
+    static const char usage[] = "Usage: chat-evented [NAME [PORT]] [options]\n";
+    CHECK(p.out.length > sizeof usage - 1);
+    CHECK_EQ_BYTES(p.out.bytes, sizeof usage - 1, usage, sizeof usage - 1);
+    for (size_t i = 0; i < sizeof mentioned / sizeof mentioned[0]; i++) {
+      if (!CHECK(contains(&p.out, mentioned[i])))
+        fprintf(stderr, "  usage does not mention %s\n", mentioned[i]);
+    }
+    parsed_free(&p);
+  }
+}
+
+static void test_version(void) {
+  char *spellings[] = {"--version", "-V"};
+  for (size_t s = 0; s < 2; s++) {
+    struct parsed p = parse(ARGV("chat-threaded", spellings[s]));
+    CHECK(p.status == 0);
+    CHECK(p.err.length == 0);
+    CHECK_EQ_TEXT(p.out, "chat-threaded " CHAT_VERSION "\n");
+    parsed_free(&p);
+  }
+}
+
+/* options_parse can be called again, also after a parse that stopped in
+ * the middle of a cluster of short options. */
+static void test_parse_twice(void) {
+  struct parsed p = parse(ARGV("chat", "-hq"));
+  CHECK(p.status == 0);
+  parsed_free(&p);
+  p = parse(ARGV("chat", "Other"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Other") == 0);
+  CHECK(!p.options.quiet); /* not the "q" left over from "-hq" */
+  parsed_free(&p);
+
+  p = parse(ARGV("chat", "-xq", "Lobby"));
+  CHECK(p.status == 2);
+  parsed_free(&p);
+  p = parse(ARGV("chat", "Lobby", "-p", "7"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.port == 7);
+  CHECK(!p.options.quiet);
+  parsed_free(&p);
+}
+
+static void test_startup_line(void) {
+  struct parsed p = parse(ARGV("chat", "Lobby"));
+  char *text;
+  size_t length;
+  FILE *out = open_memstream(&text, &length);
+  options_print_startup(&p.options, 5555, out);
+  /* Flushed already: scripts wait for this line. */
+  struct byte_buffer flushed = {text, length, length};
+  CHECK_EQ_TEXT(flushed, "Lobby running on port 5555\n");
+  fclose(out);
+  free(text);
+  parsed_free(&p);
+}
+
+int main(void) {
+  test_defaults();
+  test_positionals();
+  test_long_options();
+  test_short_options();
+  test_options_after_positionals();
+  test_limits_accepted();
+  test_bad_arguments();
+  test_help();
+  test_version();
+  test_parse_twice();
+  test_startup_line();
+  return check_report();
+}

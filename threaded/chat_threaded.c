@@ -1,0 +1,760 @@
+/* chat-threaded: the chat server with a thread per connection (POSIX
+ * threads).
+ *
+ * The model: the main thread accepts; every connection gets a thread of its
+ * own, which runs its session from top to bottom: sleep until the socket or
+ * the room has something, read, carry out each step, write. The kernel's
+ * scheduler does the multiplexing that an event loop does by hand. The room
+ * is shared by every thread, so it sits behind a lock; and no thread writes
+ * to another's socket: a room line goes into each recipient's queue, and
+ * each thread writes its own.
+ *
+ * The locks, always taken in this order:
+ * 1. server.room_lock: the room (names and members), the list of clients
+ *    and their count. A broadcast holds it while it queues the line for
+ *    every recipient, so the queues get the room's events in one order
+ *    (SPEC.md section 5).
+ * 2. client->lock: one client's queue, its backlog, its state and its
+ *    sleeping flag. Taken alone or inside the room lock, never two at once.
+ * No socket is read or written while a lock is held: holding the room lock
+ * costs a copy per recipient, whatever the recipients do. A client that
+ * stops reading only fills its own queue, and is dropped past --max-backlog.
+ *
+ * The wake-up: a thread sleeps in ppoll() on its socket. WAKE_SIGNAL
+ * (SIGUSR1) is blocked in every thread except inside that ppoll, whose mask
+ * lets it through; whoever queues output for a thread that said, under its
+ * lock, that it is going to sleep sends it WAKE_SIGNAL, once. A signal sent
+ * just before the ppoll stays pending and ends it at once: none is lost. It
+ * costs no file descriptor, where an eventfd per client would double them
+ * (20,000 for 10,000 clients, the hard limit here).
+ *
+ * Its cost: a connection is a thread: a stack (about 72 KiB reserved, a few
+ * pages of it touched), a kernel task, and a context switch whenever a line
+ * reaches it; a message to the room wakes every recipient's thread.
+ *
+ * Where it breaks: memory and limits grow with the threads (stacks, kernel
+ * tasks, pid_max, RLIMIT_NPROC, vm.max_map_count); every broadcast holds the
+ * one room lock while it queues for and wakes N threads, which then compete
+ * for the cores. What it buys is the code: each session reads down one
+ * function, as if it were the only one. */
+#include "clock.h"
+#include "line_framer.h"
+#include "listener.h"
+#include "log.h"
+#include "options.h"
+#include "refuse.h"
+#include "room.h"
+#include "session.h"
+#include "startup.h"
+
+#include <pthread.h>
+#include <sys/signalfd.h>
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long a closing client may take to read its last lines. */
+#define FLUSH_TIMEOUT_SECONDS 5
+/* How long shutdown waits for goodbyes to drain (SPEC.md: exit within 2 s). */
+#define SHUTDOWN_GRACE_MILLISECONDS 1500
+/* How long accepting pauses when the process runs out of descriptors. */
+#define ACCEPT_RETRY_MILLISECONDS 250
+/* Connections accepted in a row before the main thread looks for signals. */
+#define ACCEPT_BATCH 64
+/* Bytes read from a socket at once, into the thread's stack. */
+#define READ_CHUNK 4096
+/* A client thread's stack, beyond its read chunk and its session scratch:
+ * the calls below the thread's function (framer, session, room, log,
+ * printf's family, malloc, a signal frame) touch about 12 KiB, 20 KiB
+ * under the sanitizers (README.md); the rest is margin. */
+#define STACK_FOR_CALLS (64 * 1024)
+/* The signal that ends a client thread's ppoll. */
+#define WAKE_SIGNAL SIGUSR1
+
+enum client_state {
+  CLIENT_OPEN,    /* reading, and hearing the room */
+  CLIENT_CLOSING, /* hears no more room lines; says its last ones, closes */
+  CLIENT_DROPPED, /* closed at once: too slow, reset, or out of time */
+};
+
+/* Bytes on their way to a client, in one block that grows as needed. */
+struct output {
+  char *bytes;
+  size_t length, capacity;
+};
+
+struct client {
+  pthread_t thread;
+  int fd;                         /* only the client's thread uses it */
+  struct client *previous, *next; /* every client, for shutdown */
+  long long login_deadline;       /* milliseconds, monotonic clock */
+  struct line_framer framer;
+  struct session session;
+  struct session_context context; /* its scratch is on the thread's stack */
+  struct peer_address peer;
+  int member;            /* index in the room while registered */
+  struct output sending; /* taken from `queued`, written outside the lock */
+  size_t sent;           /* bytes of `sending` already written */
+
+  pthread_mutex_t lock; /* guards the fields below */
+  struct output queued; /* added to by any thread, taken by the client's */
+  size_t backlog;       /* queued, plus taken and not yet written */
+  bool sleeping;        /* its thread is going to sleep: wake it */
+  enum client_state state;
+  enum departure_cause cause; /* why it stopped being open */
+};
+
+/* A doubly linked list of every client. */
+struct client_list {
+  struct client *first, *last;
+};
+
+static struct server {
+  struct chat_options options;
+  pthread_mutex_t room_lock; /* the room, the clients and their count */
+  pthread_cond_t all_gone;   /* signalled when the last client is freed */
+  pthread_attr_t thread_attributes; /* detached, with a stack of our size */
+  sigset_t wake_mask; /* the signal mask inside ppoll: WAKE_SIGNAL passes */
+  int listener;
+  int signals; /* SIGINT and SIGTERM, read by the main thread */
+  struct room *room;
+  struct session_context session; /* each thread copies it, with a scratch */
+  struct client_list clients;
+  size_t connections;
+  bool accept_paused;
+} server = {
+    .room_lock = PTHREAD_MUTEX_INITIALIZER, .listener = -1, .signals = -1};
+
+/* ---- Lists ---------------------------------------------------------- */
+
+static void list_append(struct client_list *list, struct client *client) {
+  client->previous = list->last;
+  client->next = NULL;
+  if (list->last)
+    list->last->next = client;
+  else
+    list->first = client;
+  list->last = client;
+}
+
+static void list_remove(struct client_list *list, struct client *client) {
+  if (client->previous)
+    client->previous->next = client->next;
+  else
+    list->first = client->next;
+  if (client->next)
+    client->next->previous = client->previous;
+  else
+    list->last = client->previous;
+  client->previous = client->next = NULL;
+}
+
+static struct timespec milliseconds(long long ms) {
+  return (struct timespec){.tv_sec = ms / 1000,
+                           .tv_nsec = (ms % 1000) * 1000000};
+}
+
+/* ---- Output --------------------------------------------------------- */
+
+static void drop_slow_client(struct client *client);
+
+static bool output_add(struct output *output, const char *bytes,
+                       size_t length) {
+  if (output->length + length > output->capacity) {
+    size_t capacity = output->capacity ? output->capacity : 64;
+    while (capacity < output->length + length)
+      capacity *= 2;
+    char *grown = realloc(output->bytes, capacity);
+    if (!grown)
+      return false;
+    output->bytes = grown;
+    output->capacity = capacity;
+  }
+  memcpy(output->bytes + output->length, bytes, length);
+  output->length += length;
+  return true;
+}
+
+/* Under client->lock: whether to wake the client's thread. It said it was
+ * going to sleep; the first to see that wakes it, and only once. */
+static bool must_wake(struct client *client) {
+  bool sleeping = client->sleeping;
+  client->sleeping = false;
+  return sleeping;
+}
+
+/* Ends the client thread's ppoll. The caller is that thread, or holds the
+ * room lock, which keeps the thread from finishing meanwhile. */
+static void wake(struct client *client) {
+  pthread_kill(client->thread, WAKE_SIGNAL);
+}
+
+/* Queues bytes for one client, unless that would put more than
+ * --max-backlog bytes in its queue: then it is dropped instead, and
+ * nobody else waits for it. Room lines reach open clients only; a client's
+ * own replies, its last lines included, reach it until it is dropped. */
+static void queue_output(struct client *client, const char *bytes,
+                         size_t length, bool room_line) {
+  if (length == 0)
+    return;
+  pthread_mutex_lock(&client->lock);
+  bool wanted = client->state == CLIENT_OPEN ||
+                (client->state == CLIENT_CLOSING && !room_line);
+  if (wanted) {
+    if (client->backlog + length > server.options.max_backlog ||
+        !output_add(&client->queued, bytes, length))
+      drop_slow_client(client); /* out of memory: the same remedy */
+    else
+      client->backlog += length;
+  }
+  bool sleeping = wanted && must_wake(client);
+  pthread_mutex_unlock(&client->lock);
+  if (sleeping)
+    wake(client);
+}
+
+/* The room's delivery interface: a room line to one member. The line was
+ * formatted once; each recipient gets a copy of its bytes in its queue,
+ * which its own thread writes and frees. */
+static void deliver(void *context, uintptr_t owner, struct chat_text line) {
+  (void)context;
+  queue_output((struct client *)owner, line.bytes, line.length, true);
+}
+
+static void write_to_client(void *context, const char *bytes, size_t length) {
+  queue_output(context, bytes, length, false);
+}
+
+/* Writes what is queued, as far as the socket takes it without waiting:
+ * the client's thread takes the whole queue under the lock and writes it
+ * outside. Returns false when the connection is broken. */
+static bool write_queued(struct client *client) {
+  if (client->sent == client->sending.length) {
+    free(client->sending.bytes); /* an idle client holds no buffer */
+    pthread_mutex_lock(&client->lock);
+    client->sending = client->queued;
+    client->queued = (struct output){0};
+    pthread_mutex_unlock(&client->lock);
+    client->sent = 0;
+  }
+  while (client->sent < client->sending.length) {
+    ssize_t sent = send(client->fd, client->sending.bytes + client->sent,
+                        client->sending.length - client->sent,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent <= 0)
+      return sent < 0 &&
+             (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+    client->sent += (size_t)sent;
+    pthread_mutex_lock(&client->lock);
+    client->backlog -= (size_t)sent;
+    pthread_mutex_unlock(&client->lock);
+  }
+  return true;
+}
+
+/* ---- Closing -------------------------------------------------------- */
+
+/* Under client->lock. A client stops being open once, for the first cause
+ * found; dropping it also cuts short a closing client's last lines. Returns
+ * whether it was open. */
+static bool set_state(struct client *client, enum client_state state,
+                      enum departure_cause cause) {
+  bool was_open = client->state == CLIENT_OPEN;
+  if (was_open)
+    client->cause = cause;
+  if (was_open || state == CLIENT_DROPPED)
+    client->state = state;
+  return was_open;
+}
+
+/* Stops a client and wakes its thread, which then departs and closes.
+ * Returns whether the client was open: then `cause` is why it leaves. */
+static bool stop_client(struct client *client, enum client_state state,
+                        enum departure_cause cause) {
+  pthread_mutex_lock(&client->lock);
+  bool was_open = set_state(client, state, cause);
+  bool sleeping = must_wake(client);
+  pthread_mutex_unlock(&client->lock);
+  if (sleeping)
+    wake(client);
+  return was_open;
+}
+
+/* Under client->lock. Dropping only marks the client, because one found
+ * slow in the middle of a broadcast must not hear of its own departure
+ * before the others have had the line being broadcast: its thread departs
+ * when it wakes, once the broadcast has let go of the room lock. */
+static void drop_slow_client(struct client *client) {
+  set_state(client, CLIENT_DROPPED, DEPARTURE_SLOW);
+}
+
+/* The thread's last act. Only this thread ever used the socket, so it
+ * closes it; the record is freed once nobody can reach it: out of the room
+ * (silently, at shutdown) and out of the list, under the room lock. */
+static void client_free(struct client *client) {
+  close(client->fd);
+  line_framer_release(&client->framer);
+  free(client->sending.bytes);
+  pthread_mutex_lock(&server.room_lock);
+  if (client->member >= 0)
+    room_leave(server.room, client->member);
+  list_remove(&server.clients, client);
+  server.connections--;
+  if (server.connections == 0)
+    pthread_cond_signal(&server.all_gone);
+  pthread_mutex_unlock(&server.room_lock);
+  free(client->queued.bytes);
+  pthread_mutex_destroy(&client->lock);
+  free(client);
+}
+
+/* A registered user leaves the room: everyone else is told, once. */
+static void depart(struct client *client, enum departure_cause cause) {
+  log_departed(&client->peer, client->session.name, client->session.name_length,
+               cause);
+  struct session_step step = session_end(&client->session, &client->context);
+  if (step.room == SESSION_ROOM_LEAVE) {
+    pthread_mutex_lock(&server.room_lock);
+    room_leave(server.room, client->member);
+    client->member = -1;
+    room_broadcast(server.room, step.room_line, deliver, NULL);
+    pthread_mutex_unlock(&server.room_lock);
+  }
+}
+
+/* ---- The session's steps ---------------------------------------------- */
+
+static void act_on_room(struct client *client, struct session_step step);
+
+/* Under the room lock, which stays held from the name's registration to
+ * the end of its arrival's broadcast. */
+static void join_room(struct client *client, struct chat_text name) {
+  const char *stored = NULL;
+  int member = room_join(server.room, name, (uintptr_t)client, &stored);
+  if (member >= 0)
+    client->member = member;
+  struct session_step step =
+      session_joined(&client->session, &client->context, name, stored);
+  queue_output(client, step.reply.bytes, step.reply.length, false);
+  act_on_room(client, step);
+}
+
+/* Under the room lock: what a step asks of the room. */
+static void act_on_room(struct client *client, struct session_step step) {
+  switch (step.room) {
+  case SESSION_ROOM_NONE:
+    break;
+  case SESSION_ROOM_JOIN:
+    join_room(client, step.name);
+    break;
+  case SESSION_ROOM_SAY:
+    room_broadcast(server.room, step.room_line, deliver, NULL);
+    break;
+  case SESSION_ROOM_NAMES:
+    room_names(server.room, write_to_client, client);
+    break;
+  case SESSION_ROOM_LEAVE: /* only session_end asks for it: see depart() */
+    break;
+  }
+}
+
+static bool is_open(struct client *client) {
+  pthread_mutex_lock(&client->lock);
+  bool open = client->state == CLIENT_OPEN;
+  pthread_mutex_unlock(&client->lock);
+  return open;
+}
+
+/* Carries out one step of the session logic: the room's part under the
+ * room lock, the log line after it. Returns false when the client stops
+ * reading (it said QUIT, or was dropped). */
+static bool carry_out(struct client *client, struct session_step step) {
+  queue_output(client, step.reply.bytes, step.reply.length, false);
+  if (step.room != SESSION_ROOM_NONE) {
+    pthread_mutex_lock(&server.room_lock);
+    act_on_room(client, step);
+    pthread_mutex_unlock(&server.room_lock);
+  }
+  if (step.room == SESSION_ROOM_JOIN && session_is_registered(&client->session))
+    log_registered(&client->peer, client->session.name,
+                   client->session.name_length);
+  if (step.close)
+    stop_client(client, CLIENT_CLOSING, DEPARTURE_QUIT);
+  return is_open(client);
+}
+
+static bool on_frame(void *context, const struct frame *frame) {
+  struct client *client = context;
+  return carry_out(client,
+                   session_on_frame(&client->session, &client->context, frame));
+}
+
+/* ---- The client's thread ------------------------------------------------ */
+
+static long long login_deadline(const struct client *client);
+static void on_login_timeout(struct client *client);
+
+/* Sleeps until the socket is ready for `events`, the deadline passes (0:
+ * none) or another thread wakes us; does not sleep when something is queued
+ * or the state is no longer `state`. WAKE_SIGNAL gets through only inside
+ * this ppoll: sent earlier, it stays pending and ends the ppoll at once, so
+ * no wake-up is lost between our last look at the queue and the sleep.
+ * Returns the socket's ready events (0: woken, or out of time). */
+static short wait_for_socket(struct client *client, short events,
+                             enum client_state state, long long deadline) {
+  bool unsent = client->sent < client->sending.length;
+  if (unsent)
+    events |= POLLOUT;
+  pthread_mutex_lock(&client->lock);
+  bool busy = client->state != state || (!unsent && client->queued.length);
+  client->sleeping = !busy;
+  pthread_mutex_unlock(&client->lock);
+  struct timespec timeout = {0, 0}; /* busy: only a look at the socket */
+  if (!busy && deadline > 0) {
+    long long left = deadline - now_milliseconds();
+    timeout = milliseconds(left > 0 ? left : 0);
+  }
+  struct pollfd watched = {.fd = client->fd, .events = events};
+  int ready = ppoll(&watched, 1, busy || deadline > 0 ? &timeout : NULL,
+                    &server.wake_mask);
+  if (!busy) {
+    pthread_mutex_lock(&client->lock);
+    client->sleeping = false;
+    pthread_mutex_unlock(&client->lock);
+  }
+  return ready > 0 ? watched.revents : 0;
+}
+
+static void read_input(struct client *client) {
+  char input[READ_CHUNK];
+  ssize_t length = recv(client->fd, input, sizeof input, MSG_DONTWAIT);
+  if (length > 0) {
+    if (line_framer_push(&client->framer, input, (size_t)length, on_frame,
+                         client) == FRAMER_NO_MEMORY)
+      stop_client(client, CLIENT_DROPPED, DEPARTURE_ERROR);
+  } else if (length == 0) {
+    /* End of input, maybe only a half-close: every complete line was
+     * already handled; answer what is pending, then close. */
+    stop_client(client, CLIENT_CLOSING, DEPARTURE_CLOSED);
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_CLOSED); /* reset */
+  }
+}
+
+/* An open client's turn: write what is queued, sleep until there is
+ * something to do, read. Returns false once the client is no longer open. */
+static bool serve(struct client *client) {
+  if (!write_queued(client)) { /* reset, or worse: nothing more to say */
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_CLOSED);
+    return false;
+  }
+  short ready =
+      wait_for_socket(client, POLLIN, CLIENT_OPEN, login_deadline(client));
+  if ((ready & (POLLIN | POLLHUP | POLLERR)) && is_open(client))
+    read_input(client);
+  long long deadline = login_deadline(client);
+  if (deadline > 0 && now_milliseconds() >= deadline)
+    on_login_timeout(client);
+  return is_open(client);
+}
+
+/* A closing client's turn: write its last lines. Returns false once they
+ * are all written, or it was dropped, or time is up. */
+static bool finish(struct client *client, long long deadline) {
+  if (!write_queued(client))
+    return false;
+  pthread_mutex_lock(&client->lock);
+  bool done = client->state == CLIENT_DROPPED || client->backlog == 0;
+  pthread_mutex_unlock(&client->lock);
+  if (done || now_milliseconds() >= deadline)
+    return false;
+  wait_for_socket(client, 0, CLIENT_CLOSING, deadline);
+  return true;
+}
+
+/* A client's thread: its whole session, top to bottom. */
+static void *client_thread(void *arg) {
+  struct client *client = arg;
+  /* The session formats its steps here, on this thread's stack, which
+   * set_up_threads() sized for it. */
+  char scratch[server.session.scratch_size];
+  client->thread = pthread_self();
+  client->context = server.session;
+  client->context.scratch = scratch;
+
+  carry_out(client, session_start(&client->session, &client->context));
+  while (serve(client))
+    ;
+  /* No longer open; client->cause was set once, when it stopped. */
+  if (client->cause == DEPARTURE_SHUTDOWN) { /* nobody is told */
+    log_departed(&client->peer, client->session.name,
+                 client->session.name_length, DEPARTURE_SHUTDOWN);
+    carry_out(client, session_shutdown(&client->session));
+  } else {
+    depart(client, client->cause);
+  }
+  long long deadline = now_milliseconds() + FLUSH_TIMEOUT_SECONDS * 1000LL;
+  while (finish(client, deadline))
+    ;
+  client_free(client);
+  return NULL;
+}
+
+/* ---- Accepting ------------------------------------------------------ */
+
+static void on_accept(int fd, const struct sockaddr *address) {
+  struct peer_address peer = peer_address_from(address);
+  pthread_mutex_lock(&server.room_lock);
+  bool full = server.connections >= server.options.max_clients;
+  pthread_mutex_unlock(&server.room_lock);
+  if (full) {
+    refuse_full(fd, &peer);
+    return;
+  }
+  struct client *client = calloc(1, sizeof *client);
+  if (!client) {
+    log_refused(&peer, "out of memory");
+    close(fd);
+    return;
+  }
+  int on = 1; /* room lines are small: send each at once */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  client->fd = fd;
+  client->peer = peer;
+  client->member = -1;
+  pthread_mutex_init(&client->lock, NULL);
+  line_framer_init(&client->framer, server.options.max_line);
+  if (server.options.login_timeout > 0)
+    client->login_deadline =
+        now_milliseconds() + server.options.login_timeout * 1000LL;
+  log_accepted(&peer);
+  pthread_mutex_lock(&server.room_lock);
+  server.connections++;
+  list_append(&server.clients, client);
+  pthread_mutex_unlock(&server.room_lock);
+  pthread_t thread;
+  int error =
+      pthread_create(&thread, &server.thread_attributes, client_thread, client);
+  if (error != 0) { /* out of threads or memory */
+    log_line("cannot start a thread: %s", strerror(error));
+    log_departed(&peer, NULL, 0, DEPARTURE_ERROR);
+    client_free(client);
+  }
+}
+
+/* accept() failed. Out of descriptors (or memory), the listener would be
+ * ready again at once and the main thread would spin: pause accepting for
+ * a moment. */
+static void on_accept_error(int error) {
+  if (error == EAGAIN || error == EWOULDBLOCK || error == EINTR ||
+      error == ECONNABORTED)
+    return;
+  if (error != EMFILE && error != ENFILE && error != ENOBUFS &&
+      error != ENOMEM) {
+    log_line("accept failed: %s", strerror(error));
+    return;
+  }
+  if (!server.accept_paused)
+    log_line("accept paused: %s", strerror(error));
+  server.accept_paused = true;
+}
+
+/* Accepts the connections waiting, a batch at a time, so that the main
+ * thread soon looks for signals again. */
+static void accept_waiting(void) {
+  for (int i = 0; i < ACCEPT_BATCH; i++) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    int fd = accept4(server.listener, (struct sockaddr *)&address, &length,
+                     SOCK_CLOEXEC);
+    if (fd < 0) {
+      on_accept_error(errno);
+      return;
+    }
+    on_accept(fd, (struct sockaddr *)&address);
+  }
+}
+
+/* ---- Timers --------------------------------------------------------- */
+
+/* There is none to schedule: each thread sleeps with its own deadline (the
+ * login timeout, then the flush of its last lines), counted from the
+ * connection, so failed attempts at a name do not restart the clock. */
+
+static long long login_deadline(const struct client *client) {
+  if (server.options.login_timeout == 0 ||
+      session_is_registered(&client->session))
+    return 0;
+  return client->login_deadline;
+}
+
+static void on_login_timeout(struct client *client) {
+  if (stop_client(client, CLIENT_CLOSING, DEPARTURE_TIMEOUT))
+    carry_out(client, session_timed_out(&client->session));
+}
+
+/* ---- Shutdown ------------------------------------------------------- */
+
+/* SIGINT or SIGTERM: stop accepting, tell every client's thread to say
+ * goodbye and close, give the goodbyes a moment to drain, then drop the
+ * clients that could not take theirs; return once every thread is gone. */
+static void shut_down(int signal_number) {
+  log_line("shutting down (%s)", strsignal(signal_number));
+  struct timespec grace =
+      milliseconds(now_milliseconds() + SHUTDOWN_GRACE_MILLISECONDS);
+  pthread_mutex_lock(&server.room_lock);
+  struct client *client;
+  for (client = server.clients.first; client; client = client->next)
+    stop_client(client, CLIENT_CLOSING, DEPARTURE_SHUTDOWN);
+  int waited = 0;
+  while (server.connections > 0 && waited != ETIMEDOUT)
+    waited =
+        pthread_cond_timedwait(&server.all_gone, &server.room_lock, &grace);
+  for (client = server.clients.first; client; client = client->next)
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_SHUTDOWN);
+  while (server.connections > 0) /* each thread now only closes and frees */
+    pthread_cond_wait(&server.all_gone, &server.room_lock);
+  pthread_mutex_unlock(&server.room_lock);
+}
+
+/* ---- Setup, loop, teardown ---------------------------------------------- */
+
+static void on_wake(int signal_number) {
+  (void)signal_number; /* it only has to end a ppoll */
+}
+
+/* SIGINT and SIGTERM are blocked in every thread and read from a signalfd
+ * by the main thread; WAKE_SIGNAL is blocked too, but for inside a client's
+ * ppoll. Threads inherit the mask: this comes before the first one. */
+static bool set_up_signals(void) {
+  struct sigaction wake = {.sa_handler = on_wake};
+  sigemptyset(&wake.sa_mask);
+  sigset_t blocked;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGINT);
+  sigaddset(&blocked, SIGTERM);
+  sigaddset(&blocked, WAKE_SIGNAL);
+  if (sigaction(WAKE_SIGNAL, &wake, NULL) < 0 ||
+      pthread_sigmask(SIG_BLOCK, &blocked, &server.wake_mask) != 0)
+    return false;
+  sigaddset(&server.wake_mask, SIGINT);
+  sigaddset(&server.wake_mask, SIGTERM);
+  sigdelset(&server.wake_mask, WAKE_SIGNAL);
+  sigdelset(&blocked, WAKE_SIGNAL);
+  server.signals = signalfd(-1, &blocked, SFD_CLOEXEC);
+  return server.signals >= 0;
+}
+
+/* A client thread's stack holds its session scratch (the longest line plus
+ * a little), its read chunk and its calls: sized for them, it is about
+ * 72 KiB where glibc's default is RLIMIT_STACK (8 MiB here); README.md
+ * measures the difference. Build with -DCHAT_DEFAULT_STACK to compare. */
+static bool set_up_threads(void) {
+  pthread_condattr_t monotonic;
+  pthread_condattr_init(&monotonic);
+  pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+  pthread_cond_init(&server.all_gone, &monotonic);
+  pthread_condattr_destroy(&monotonic);
+  pthread_attr_init(&server.thread_attributes);
+  pthread_attr_setdetachstate(&server.thread_attributes,
+                              PTHREAD_CREATE_DETACHED);
+  struct sched_param normal = {0};
+  pthread_attr_setinheritsched(&server.thread_attributes, PTHREAD_EXPLICIT_SCHED);
+  pthread_attr_setschedpolicy(&server.thread_attributes, SCHED_BATCH);
+  pthread_attr_setschedparam(&server.thread_attributes, &normal);
+#ifndef CHAT_DEFAULT_STACK
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t stack = STACK_FOR_CALLS + READ_CHUNK + server.session.scratch_size;
+  if (pthread_attr_setstacksize(&server.thread_attributes,
+                                (stack + page - 1) / page * page) != 0)
+    return false;
+#endif
+  return true;
+}
+
+/* The main thread's loop: accept until SIGINT or SIGTERM, which it returns. */
+static int accept_until_signal(void) {
+  struct pollfd watched[2] = {{.fd = server.signals, .events = POLLIN},
+                              {.fd = server.listener, .events = POLLIN}};
+  for (;;) {
+    watched[1].fd = server.accept_paused ? -1 : server.listener;
+    int ready =
+        poll(watched, 2, server.accept_paused ? ACCEPT_RETRY_MILLISECONDS : -1);
+    if (ready == 0)
+      server.accept_paused = false;
+    if (ready <= 0)
+      continue;
+    struct signalfd_siginfo received;
+    if ((watched[0].revents & POLLIN) &&
+        read(server.signals, &received, sizeof received) == sizeof received)
+      return (int)received.ssi_signo;
+    if (watched[1].revents & POLLIN)
+      accept_waiting();
+  }
+}
+
+static void free_everything(void) {
+  /* No client is left: shut_down() waited for every thread. */
+  if (server.listener >= 0)
+    close(server.listener);
+  if (server.signals >= 0)
+    close(server.signals);
+  pthread_attr_destroy(&server.thread_attributes);
+  pthread_cond_destroy(&server.all_gone);
+  free(server.room);
+}
+
+int main(int argc, char *argv[]) {
+  int status = options_parse(&server.options, argc, argv, stdout, stderr);
+  if (status != OPTIONS_RUN)
+    return status;
+  log_set_quiet(server.options.quiet);
+  startup_prepare_process();
+
+  char error[256];
+  unsigned port;
+  server.listener = listener_open(server.options.host, server.options.port,
+                                  &port, error, sizeof error);
+  if (server.listener < 0) {
+    fprintf(stderr, "chat-threaded: %s\n", error);
+    return 1;
+  }
+  server.session = (struct session_context){
+      .room_name = server.options.room_name,
+      .max_line = server.options.max_line,
+      .scratch = NULL, /* each thread has its own, on its stack */
+      .scratch_size = session_scratch_size(server.options.max_line),
+  };
+  void *room_memory = calloc(1, room_size(server.options.max_clients));
+  server.room =
+      room_memory ? room_init(room_memory, server.options.max_clients) : NULL;
+  bool threads_ready = set_up_threads();
+  if (!server.room || !threads_ready || !set_up_signals()) {
+    fprintf(stderr, "chat-threaded: cannot set up: %s\n",
+            server.room ? strerror(errno) : "out of memory");
+    free_everything();
+    return 1;
+  }
+
+  options_print_startup(&server.options, port, stdout);
+  size_t stack;
+  pthread_attr_getstacksize(&server.thread_attributes, &stack);
+  log_line("%s running on port %u: chat-threaded, a thread per connection "
+           "(%zu KiB stacks)",
+           server.options.room_name, port, stack / 1024);
+
+  shut_down(accept_until_signal());
+
+  free_everything();
+  log_line("stopped");
+  return 0;
+}
