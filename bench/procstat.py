@@ -8,16 +8,20 @@ process tree and all the threads in it:
   cpu_sample(root)     CPU time and context switches, read at the edges of a
                        measured window (cheap: /proc/PID/task/TID/schedstat
                        and status for each thread).
-  memory_sample(root)  PSS and RSS from /proc/PID/smaps_rollup, the task
-                       count, and the kernel's own memory (/proc/meminfo,
-                       /proc/net/sockstat), read when the server is idle and
-                       again when it holds N idle connections.
+  memory_sample(root)  PSS and RSS from /proc/PID/smaps_rollup, page
+                       tables (VmPTE) and the task count, and the kernel's
+                       counters (/proc/meminfo, /proc/net/sockstat), read
+                       when the server is idle and again when it holds N
+                       idle connections.
 
 PSS (proportional set size) divides each shared page among the processes
 that map it, so summing PSS over 10,000 forked children counts libc and the
 shared room once; summing RSS would count them 10,000 times (both are kept).
-Kernel memory is system-wide: the deltas include the load generator's own
-end of every loopback connection, which is the same for every model.
+Kernel memory: a task's kernel stack and a process's page tables belong to
+the server alone (tasks x kernel_stack_size(), VmPTE). Socket memory (Slab)
+is only known system-wide: its delta includes the load generator's own end
+of every loopback connection (the same for every model) and whatever else
+the machine did meanwhile.
 """
 
 import os
@@ -148,20 +152,40 @@ def system_memory():
     return result
 
 
+def kernel_stack_size():
+    """Bytes of kernel stack per task: KernelStack over every task on the
+    machine (16 KiB on x86-64). Every thread of every model costs one."""
+    tasks = sum(len(_task_ids(e.name)) for e in os.scandir("/proc")
+                if e.name.isdigit())
+    stacks = system_memory().get("KernelStack", 0)
+    if tasks == 0 or stacks == 0:
+        return 4 * PAGE_SIZE
+    # Round to whole pages: the ratio is exact unless tasks came and went
+    # between the two reads.
+    return max(1, round(stacks / tasks / PAGE_SIZE)) * PAGE_SIZE
+
+
 def memory_sample(root):
-    """User-space memory of the tree (bytes) and the task count, plus the
-    system's kernel memory counters at the same moment."""
-    total = {"pss": 0, "rss": 0, "processes": 0, "tasks": 0}
+    """User-space memory of the tree (bytes), its page tables (VmPTE, bytes)
+    and task count, plus the system's kernel memory counters at the same
+    moment. Page tables and kernel stacks are the server's own; the
+    system-wide counters also move with everything else on the machine."""
+    total = {"pss": 0, "rss": 0, "page_tables": 0, "processes": 0,
+             "tasks": 0}
     for pid in process_tree(root):
-        text = _read(f"/proc/{pid}/smaps_rollup")
-        if text is None:
+        rollup = _read(f"/proc/{pid}/smaps_rollup")
+        status = _read(f"/proc/{pid}/status")
+        if rollup is None or status is None:
             continue
         total["processes"] += 1
         total["tasks"] += len(_task_ids(pid))
-        for line in text.splitlines():
+        for line in rollup.splitlines():
             if line.startswith("Pss:"):
                 total["pss"] += int(line.split()[1]) * 1024
             elif line.startswith("Rss:"):
                 total["rss"] += int(line.split()[1]) * 1024
+        for line in status.splitlines():
+            if line.startswith("VmPTE:"):
+                total["page_tables"] += int(line.split()[1]) * 1024
     total["kernel"] = system_memory()
     return total

@@ -37,15 +37,16 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procstat  # noqa: E402
 
-# The talk's C10K table: which row each model is, and who uses it.
+# The talk's C10K table: which row each model is, and who uses it. On the
+# slide one cell, "Apache, Tomcat (Gunicorn) ...", spans Process and Thread.
 C10K_ROWS = {
     "forking": ("Process", "one process per connection",
                 "Apache, Tomcat (Gunicorn) ..."),
     "threaded": ("Thread", "one thread per connection",
-                 "Apache, Tomcat (Gunicorn) ..."),
-    "evented": ("Async", "one event loop (libevent, epoll)",
+                 "Apache, Tomcat (Gunicorn) ... (one cell with Process)"),
+    "evented": ("Async Programming", "one event loop (libevent, epoll)",
                 "Nginx (Tornado) ..."),
-    "asyncio": ("Async (Python)", "the talk's asyncio event loop",
+    "asyncio": ("Async Programming, in Python", "the talk's asyncio server",
                 "Tornado, the talk's ChatServer"),
 }
 COLORS = {"evented": "#1f77b4", "threaded": "#ff7f0e", "forking": "#d62728",
@@ -59,7 +60,7 @@ CHARTS = [
      "User-space memory per idle connection (PSS, whole process tree)",
      "bytes per connection"),
     ("memory-kernel", "kernel_bytes_per_conn",
-     "Kernel memory per idle connection (KernelStack + PageTables + Slab)",
+     "Kernel memory per idle connection (stacks + page tables + Slab)",
      "bytes per connection"),
     ("cpu-per-delivery", "cpu_us_per_delivery",
      "Server CPU per delivery (throughput workload)",
@@ -81,7 +82,8 @@ CHARTS = [
 CSV_FIGURES = [
     "user_bytes_per_conn", "rss_bytes_per_conn", "kernel_bytes_per_conn",
     "kernel_stack_per_conn", "page_tables_per_conn", "slab_per_conn",
-    "tcp_sockets_added", "tasks", "processes", "server_pss_bytes",
+    "system_kernel_stack_per_conn", "system_page_tables_per_conn",
+    "tcp_sockets_added", "tcp_memory_added", "tasks", "processes", "server_pss_bytes",
     "connect_seconds", "connect_rate_per_s", "connect_p50_us",
     "connect_p99_us", "connect_max_us", "connect_server_cpu_s",
     "deliveries_per_s", "messages_per_s", "cpu_us_per_delivery",
@@ -95,6 +97,7 @@ CSV_FIGURES = [
     "latency_server_wait_share",
     "latency_loadgen_cpu_share", "missing", "duplicated", "out_of_order",
     "unexpected_lines", "disconnected", "arrival_errors",
+    "undelivered_at_deadline",
 ]
 
 
@@ -102,9 +105,10 @@ CSV_FIGURES = [
 # Figures
 
 
-def derive(run):
+def derive(run, stack_bytes=16384):
     """The figures of one run, from its raw samples and chat-load's result.
-    Missing pieces (a run that failed early) give missing figures."""
+    Missing pieces (a run that failed early) give missing figures.
+    stack_bytes is the kernel stack of one task on the machine measured."""
     figures = {}
     n = run["clients"]
     samples = run.get("samples") or {}
@@ -116,11 +120,23 @@ def derive(run):
         k0, k1 = before["kernel"], after["kernel"]
         figures["user_bytes_per_conn"] = (after["pss"] - before["pss"]) / n
         figures["rss_bytes_per_conn"] = (after["rss"] - before["rss"]) / n
+        # The server's own: its tasks' kernel stacks and its page tables.
         figures["kernel_stack_per_conn"] = \
-            (k1["KernelStack"] - k0["KernelStack"]) / n
-        figures["page_tables_per_conn"] = \
-            (k1["PageTables"] - k0["PageTables"]) / n
+            (after["tasks"] - before["tasks"]) * stack_bytes / n
+        if "page_tables" in after:
+            figures["page_tables_per_conn"] = \
+                (after["page_tables"] - before["page_tables"]) / n
+        else:  # runs.json from before VmPTE was sampled
+            figures["page_tables_per_conn"] = \
+                (k1["PageTables"] - k0["PageTables"]) / n
+        # System-wide: sockets (both ends) and everything else meanwhile.
         figures["slab_per_conn"] = (k1["Slab"] - k0["Slab"]) / n
+        figures["system_kernel_stack_per_conn"] = \
+            (k1["KernelStack"] - k0["KernelStack"]) / n
+        figures["system_page_tables_per_conn"] = \
+            (k1["PageTables"] - k0["PageTables"]) / n
+        figures["tcp_memory_added"] = \
+            k1.get("tcp_mem_bytes", 0) - k0.get("tcp_mem_bytes", 0)
         figures["kernel_bytes_per_conn"] = (
             figures["kernel_stack_per_conn"] +
             figures["page_tables_per_conn"] + figures["slab_per_conn"])
@@ -156,7 +172,11 @@ def derive(run):
         figures["voluntary_switches_per_delivery"] = \
             cpu["voluntary_switches"] / deliveries
         figures["server_cpu_share"] = cpu["cpu_s"] / throughput["seconds"]
-        figures["server_wait_share"] = cpu["wait_s"] / throughput["seconds"]
+        if figures.get("tasks", 1) == 1:
+            # With many tasks this would add up their queueing for the one
+            # CPU: only a one-task server's wait measures the other work.
+            figures["server_wait_share"] = \
+                cpu["wait_s"] / throughput["seconds"]
         figures["loadgen_cpu_share"] = throughput["loadgen_cpu_share"]
         figures["loadgen_wait_share"] = throughput.get("loadgen_wait_share")
 
@@ -172,8 +192,9 @@ def derive(run):
             cpu = procstat.cpu_delta(start["cpu"], end["cpu"])
             figures["latency_server_cpu_share"] = \
                 cpu["cpu_s"] / latency["seconds"]
-            figures["latency_server_wait_share"] = \
-                cpu["wait_s"] / latency["seconds"]
+            if figures.get("tasks", 1) == 1:
+                figures["latency_server_wait_share"] = \
+                    cpu["wait_s"] / latency["seconds"]
 
     for key, value in (load.get("checks") or {}).items():
         figures[key] = value
@@ -299,6 +320,22 @@ CAUSES = [
     ("duplicated", "deliveries duplicated"),
     ("out of order", "deliveries out of order"),
 ]
+
+
+def say_shutdowns(say, runs, model):
+    """SPEC.md: on SIGTERM a server exits 0 within 2 seconds. The sweep
+    stops every server that way, so it notes the ones that did not."""
+    slow = [r for r in runs if r["model"] == model and r.get("server_exit")
+            and not r["server_exit"].get("exited_during_run")
+            and (r["server_exit"]["status"] != 0 or
+                 r["server_exit"]["seconds"] > 2)]
+    for r in slow:
+        status = r["server_exit"]["status"]
+        how = ("had not exited after 5 s and was killed" if status is None
+               else f"exited with status {status} after "
+                    f"{r['server_exit']['seconds']:.1f} s")
+        say(f"  - on SIGTERM at N = {r['clients']:,} (run {r['repeat']}) it "
+            f"{how} (SPEC.md: status 0 within 2 s).")
 
 
 def likely_cause(error):
@@ -433,23 +470,149 @@ def evaluate_targets(models, clients, summary, runs):
                  fmt_bytes(memory) if memory is not None else "not run",
                  "not measured" if memory is None else
                  ("met" if memory <= 1024 else "NOT MET")))
-    checked = worse = 0
-    for run in runs:
-        if run["model"] != "evented" or run["status"] != "ok":
-            continue
-        f = run["figures"]
-        for load_key, server_key in (
-                ("loadgen_cpu_share", "server_cpu_share"),
-                ("latency_loadgen_cpu_share", "latency_server_cpu_share")):
-            if f.get(load_key) is not None and f.get(server_key) is not None:
-                checked += 1
-                worse += f[load_key] >= f[server_key]
-    rows.append(("every evented run: the load generator uses less CPU than "
-                 "the server",
-                 f"{checked - worse} of {checked} measured windows",
-                 "not measured" if checked == 0 else
-                 ("met" if worse == 0 else "NOT MET")))
+    for label, load_key, server_key in (
+            ("throughput", "loadgen_cpu_share", "server_cpu_share"),
+            ("latency", "latency_loadgen_cpu_share",
+             "latency_server_cpu_share")):
+        checked, worse = 0, []
+        for run in runs:
+            f = run["figures"]
+            if run["model"] != "evented" or run["status"] != "ok" or \
+                    f.get(load_key) is None or f.get(server_key) is None:
+                continue
+            checked += 1
+            if f[load_key] >= f[server_key]:
+                worse.append(f"N = {run['clients']:,}: "
+                             f"{fmt_share(f[load_key])} vs "
+                             f"{fmt_share(f[server_key])}")
+        rows.append((f"every evented run: the load generator uses less CPU "
+                     f"than the server ({label} windows)",
+                     f"{checked - len(worse)} of {checked} windows" +
+                     (f"; not in {'; '.join(worse)}" if worse else ""),
+                     "not measured" if checked == 0 else
+                     ("met" if not worse else "NOT MET")))
     return rows
+
+
+def c10k_table(models, n, summary):
+    """The talk's table, one row per model, with the figures at N."""
+    rows = []
+    for model in models:
+        row_name, how, who = C10K_ROWS.get(model, (model, model, ""))
+        s = summary.get((model, n), {})
+        done = (f"{s['passed']}/{s['runs']}" if s else "not run")
+        rows.append((f"**{row_name}**", f"`chat-{model}`: {how}", who, done,
+                     fmt_bytes(s.get("user_bytes_per_conn")),
+                     fmt_bytes(s.get("kernel_bytes_per_conn")),
+                     fmt_count(s.get("tasks")),
+                     fmt_us(s.get("cpu_us_per_delivery")),
+                     fmt_count(s.get("deliveries_per_s")),
+                     fmt_us(s.get("latency_p99_us")),
+                     fmt_seconds(s.get("connect_seconds"))))
+    return table(["Model", "Server", "Who uses it (the talk)",
+                  f"Passed at {n:,}", "User memory / conn",
+                  "Kernel memory / conn", "Tasks", "CPU / delivery",
+                  "Deliveries / s", "p99 latency", "Connect all"], rows)
+
+
+README_BEGIN = "<!-- reference:begin -->"
+README_END = "<!-- reference:end -->"
+
+
+def update_readme(folder, readme):
+    """Rewrites the part of README between the reference markers with the
+    folder's C10K table and one chart (links relative to the README)."""
+    with open(os.path.join(folder, "runs.json")) as f:
+        results = json.load(f)
+    stack = results["machine"].get("kernel_stack_bytes", 16384)
+    for run in results["runs"]:
+        run["figures"] = (derive(run, stack) if run["status"] != "skipped"
+                          else {})
+    models = [m["name"] for m in results["models"]]
+    n = max(results["config"]["clients"])
+    summary = median_figures(results["runs"])
+    machine = results["machine"]
+    where = os.path.relpath(folder, os.path.dirname(os.path.abspath(readme)))
+    block = "\n".join([
+        README_BEGIN,
+        f"The reference run ([full report]({where}/report.md)): "
+        f"{results['config']['mode']} sweep on {machine['cpu']} "
+        f"({machine['cpus_online']} CPUs), Linux {machine['kernel']}, "
+        f"{machine['date'][:10]}; {machine['pinning']}. Load average "
+        f"{' '.join(machine['load_average'])} when it started"
+        + (" (a machine shared with other work: read the figures as lower "
+           "bounds)" if float(machine["load_average"][0]) >
+           machine["cpus_online"] / 2 else "") + ".",
+        "",
+        f"**The talk's C10K table at N = {n:,}** (medians of the passed "
+        f"runs):",
+        "",
+        c10k_table(models, n, summary),
+        "",
+        what_the_numbers_say(models, n, summary),
+        f"![User-space memory per idle connection]"
+        f"({where}/charts/memory-user.png)",
+        "",
+        f"More charts: [kernel memory]({where}/charts/memory-kernel.svg), "
+        f"[CPU per delivery]({where}/charts/cpu-per-delivery.svg), "
+        f"[deliveries per second]({where}/charts/deliveries.svg), "
+        f"[p99 latency]({where}/charts/latency-p99.svg), "
+        f"[connect time]({where}/charts/connect.svg), "
+        f"[tasks]({where}/charts/tasks.svg).",
+        README_END])
+    with open(readme) as f:
+        text = f.read()
+    start, end = text.index(README_BEGIN), text.index(README_END)
+    with open(readme, "w") as f:
+        f.write(text[:start] + block + text[end + len(README_END):])
+
+
+def what_the_numbers_say(models, n, summary):
+    """One sentence per model: its cost at N as a multiple of chat-evented's
+    (the talk's argument, in this machine's numbers)."""
+    base = summary.get(("evented", n), {})
+    if not base.get("passed"):
+        return (f"chat-evented has no passed run at N = {n:,}: no comparison "
+                f"is drawn.\n")
+    lines = [f"What the numbers say at N = {n:,}, against chat-evented "
+             f"({fmt_bytes(base.get('user_bytes_per_conn'))} of user memory "
+             f"and {fmt_bytes(base.get('kernel_bytes_per_conn'))} of kernel "
+             f"memory per connection, {fmt_us(base.get('cpu_us_per_delivery'))}"
+             f" of CPU per delivery, {fmt_count(base.get('deliveries_per_s'))}"
+             f" deliveries per second):\n"]
+
+    def times(value, reference, inverse=False):
+        if value is None or reference is None or value <= 0 or reference <= 0:
+            return None
+        ratio = reference / value if inverse else value / reference
+        return f"{ratio:.2g}×"
+
+    for model in models:
+        if model == "evented":
+            continue
+        s = summary.get((model, n), {})
+        if not s.get("passed"):
+            failed = s.get("errors") or ["not run"]
+            lines.append(f"- **{model}** did not complete N = {n:,}: "
+                         f"{failed[0][:160]}")
+            continue
+        parts = []
+        for label, key, inverse in (
+                ("the user memory", "user_bytes_per_conn", False),
+                ("the kernel memory", "kernel_bytes_per_conn", False),
+                ("the CPU per delivery", "cpu_us_per_delivery", False),
+                ("the p99 latency", "latency_p99_us", False),
+                ("the time to connect everyone", "connect_seconds", False)):
+            ratio = times(s.get(key), base.get(key), inverse)
+            if ratio:
+                parts.append(f"{ratio} {label}")
+        rate = times(s.get("deliveries_per_s"), base.get("deliveries_per_s"),
+                     inverse=True)
+        if rate:
+            parts.append(f"1/{rate[:-1]} of the deliveries per second")
+        lines.append(f"- **{model}**, with {fmt_count(s.get('tasks'))} "
+                     f"task(s): " + ", ".join(parts) + ".")
+    return "\n".join(lines) + "\n"
 
 
 def build(folder):
@@ -458,8 +621,10 @@ def build(folder):
     with open(os.path.join(folder, "runs.json")) as f:
         results = json.load(f)
     runs = results["runs"]
+    stack = results["machine"].get("kernel_stack_bytes", 16384)
     for run in runs:
-        run["figures"] = derive(run) if run["status"] != "skipped" else {}
+        run["figures"] = (derive(run, stack) if run["status"] != "skipped"
+                          else {})
     models = [m["name"] for m in results["models"]]
     clients = results["config"]["clients"]
     summary = median_figures(runs)
@@ -510,7 +675,8 @@ def render_markdown(results, models, clients, summary, runs, charts,
         f"{config['repeats']} run(s) each, measured by `bench/sweep.py` with "
         f"`chat-load` on {machine['cpu']} ({machine['cpus_online']} CPUs, "
         f"{fmt_bytes(machine['memory_bytes'])}), Linux {machine['kernel']}. "
-        f"{machine['pinning'].capitalize()}. Load average before the sweep: "
+        f"{machine['pinning'][:1].upper() + machine['pinning'][1:]}. "
+        f"Load average before the sweep: "
         f"{' '.join(machine['load_average'])}, after: "
         f"{' '.join(machine.get('load_average_end', ['?']))} (other work on "
         f"the machine shows up as noise in every figure).\n")
@@ -537,44 +703,38 @@ def render_markdown(results, models, clients, summary, runs, charts,
     say("The talk's table (Process / Thread / Async, who uses each) with "
         f"this machine's figures at {biggest:,} concurrent connections: "
         "medians of the runs that passed every check.\n")
-    rows = []
-    for model in models:
-        row_name, how, who = C10K_ROWS.get(model, (model, model, ""))
-        s = summary.get((model, biggest), {})
-        done = (f"{s['passed']}/{s['runs']}" if s else "not run")
-        rows.append((f"**{row_name}**", f"`chat-{model}`: {how}", who, done,
-                     fmt_bytes(s.get("user_bytes_per_conn")),
-                     fmt_bytes(s.get("kernel_bytes_per_conn")),
-                     fmt_count(s.get("tasks")),
-                     fmt_us(s.get("cpu_us_per_delivery")),
-                     fmt_count(s.get("deliveries_per_s")),
-                     fmt_us(s.get("latency_p99_us")),
-                     fmt_seconds(s.get("connect_seconds"))))
-    say(table(["Model", "Server", "Who uses it (the talk)",
-               f"Passed at {biggest:,}", "User memory / conn",
-               "Kernel memory / conn", "Tasks", "CPU / delivery",
-               "Deliveries / s", "p99 latency", "Connect all"], rows))
+    say(c10k_table(models, biggest, summary))
     say("")
-    say("User memory is the server tree's PSS growth per idle connection; "
-        "kernel memory is the system's KernelStack + PageTables + Slab growth "
-        "per connection, which includes the load generator's end of each "
-        "loopback connection (the same for every model). CPU per delivery "
+    say("User memory is the server tree's PSS growth per idle connection. "
+        "Kernel memory is the server's own kernel stacks (one per task) and "
+        "page tables, plus the growth of the system's Slab (socket "
+        "structures), which includes the load generator's end of each "
+        "loopback connection (the same for every model) and any other work "
+        "on the machine. CPU per delivery "
         f"and deliveries per second come from the throughput workload "
         f"({config['senders']} senders, {config['window']} messages in flight "
         "each); p99 latency from the open-loop latency workload at "
         f"{config['latency_deliveries']:g} deliveries per second in total.\n")
+
+    say(what_the_numbers_say(models, biggest, summary))
 
     # Where each model broke.
     say("## Where each model broke, and why\n")
     for model in models:
         failures = [r for r in runs if r["model"] == model and
                     r["status"] not in ("ok",)]
+        ran = sorted({r["clients"] for r in runs if r["model"] == model})
         if not failures:
-            say(f"- **{model}** completed every N "
-                f"({', '.join(f'{n:,}' for n in clients)}) in every run.")
+            missing = [n for n in clients if n not in ran]
+            say(f"- **{model}** completed every N it ran "
+                f"({', '.join(f'{n:,}' for n in ran) or 'none'}) in every run"
+                + (f"; not run at {', '.join(f'{n:,}' for n in missing)} "
+                   f"(the sweep was stopped)." if missing else "."))
+            say_shutdowns(say, runs, model)
             continue
         first = min(r["clients"] for r in failures)
         say(f"- **{model}** first failed at N = {first:,}:")
+        say_shutdowns(say, runs, model)
         for r in failures:
             error = (r.get("error") or "").replace("\n", " ")
             if r["status"] == "skipped":
@@ -624,7 +784,7 @@ def render_markdown(results, models, clients, summary, runs, charts,
                          fmt_share(s.get("server_wait_share")),
                          fmt_share(s.get("loadgen_cpu_share"))))
     say("**Memory, connect and throughput**\n")
-    say(table(["Model", "N", "Passed", "User mem/conn", "KernelStack/conn",
+    say(table(["Model", "N", "Passed", "User mem/conn", "Kernel stacks/conn",
                "PageTables/conn", "Slab/conn", "Tasks", "Connect all",
                "Connect p99", "Deliveries/s", "CPU µs/delivery",
                "Switches/delivery", "Server CPU", "Server waited",
@@ -657,7 +817,7 @@ def render_markdown(results, models, clients, summary, runs, charts,
 
     say("## How it was measured\n")
     say("See `bench/README.md` for the method and units. In short: each "
-        "server runs alone on its CPU with `-q -H 127.0.0.1 -p 0 "
+        "server runs alone on its CPU with `-H 127.0.0.1 -p 0 "
         f"--max-clients N+64 --max-backlog {config['max_backlog']} "
         "--login-timeout 0`; chat-load (one epoll thread, `TCP_NODELAY`) "
         "connects and registers N clients and waits until each has seen its "
@@ -706,10 +866,18 @@ def render_markdown(results, models, clients, summary, runs, charts,
 
 
 def main():
-    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
-        print("usage: report.py RESULTS_FOLDER  (the folder with runs.json)")
-        return 0 if len(sys.argv) == 2 else 2
-    print(build(sys.argv[1]))
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help") or len(args) not in (1, 3) \
+            or (len(args) == 3 and args[1] != "--readme"):
+        print("usage: report.py RESULTS_FOLDER [--readme README.md]\n"
+              "  rewrites the folder's CSV, charts and report.md from its "
+              "runs.json;\n  with --readme, also the README's reference "
+              "section (between its markers)")
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    print(build(args[0]))
+    if len(args) == 3:
+        update_readme(args[0], args[2])
+        print(args[2])
     return 0
 
 

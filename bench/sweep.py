@@ -78,18 +78,33 @@ class Model:
         return f"Model({self.name})"
 
 
+def speaks_spec(argv):
+    """True when `argv --help` shows SPEC.md's command line: how a chat
+    server is told from the other chat-* tools (chat-load, chat-latency)."""
+    try:
+        out = subprocess.run(argv + ["--help"], capture_output=True,
+                             text=True, timeout=15, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and all(
+        option in out.stdout for option in ("--max-clients", "--max-backlog",
+                                            "--login-timeout"))
+
+
 def find_models(build_dir, wanted, extra=()):
     """The C servers in build/bin, the Python peers in bench/peers, and any
     server given as --server NAME=COMMAND."""
     found = {}
     for path in sorted(glob.glob(os.path.join(build_dir, "bin", "chat-*"))):
         name = os.path.basename(path)[len("chat-"):]
-        if name != "load" and os.access(path, os.X_OK):
+        if (name != "load" and os.access(path, os.X_OK) and
+                speaks_spec([path])):
             found[name] = Model(name, [path], os.path.relpath(path, REPO_DIR))
     for path in sorted(glob.glob(os.path.join(BENCH_DIR, "peers", "chat_*.py"))):
         name = os.path.basename(path)[len("chat_"):-len(".py")]
-        found.setdefault(name, Model(name, [sys.executable, path],
-                                     os.path.relpath(path, REPO_DIR)))
+        if name not in found and speaks_spec([sys.executable, path]):
+            found[name] = Model(name, [sys.executable, path],
+                                os.path.relpath(path, REPO_DIR))
     for spec in extra:
         name, _, command = spec.partition("=")
         if not name or not command:
@@ -200,7 +215,7 @@ def _first_line(argv):
         return None
 
 
-def describe_machine(build_dir, pinning):
+def describe_machine(build_dir, pinning, usable_cpus):
     cpu_model = None
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
@@ -232,7 +247,7 @@ def describe_machine(build_dir, pinning):
         "kernel_version": platform.version(),
         "cpu": cpu_model,
         "cpus_online": os.cpu_count(),
-        "cpus_usable": sorted(os.sched_getaffinity(0)),
+        "cpus_usable": usable_cpus,
         "memory_bytes": mem_total,
         "memory_available_bytes": memory.get("MemAvailable"),
         "load_average": open("/proc/loadavg").read().split()[:3],
@@ -245,6 +260,7 @@ def describe_machine(build_dir, pinning):
         "git_dirty": bool(_first_line(["git", "-C", REPO_DIR, "status",
                                        "--porcelain", "--untracked-files=no"])),
         "pinning": pinning,
+        "kernel_stack_bytes": procstat.kernel_stack_size(),
         "limits": limits_in_force(),
     }
 
@@ -338,6 +354,38 @@ def kill_group(process, grace):
     return status, took
 
 
+NOTABLE = ("error", "cannot", "fail", "refus", "full", "resource",
+           "memory", "too many", "abort", "fatal", "killed", "dropped",
+           "slow", "timeout", "lapped")
+
+
+def condense_log(path, head=10, tail=30, notable_max=200):
+    """Shortens a server log to its first and last lines and the lines that
+    look like trouble (a log has a line per connection: 10,000 clients make
+    megabytes). Returns the distinct notable lines, for the run's error."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    notable, seen = [], set()
+    for line in lines[head:len(lines) - tail]:
+        if any(word in line.lower() for word in NOTABLE):
+            text = line.split(" ", 1)[-1]  # without the time stamp
+            if text not in seen:
+                seen.add(text)
+                notable.append(line)
+    if len(lines) > head + tail + len(notable):
+        kept = (lines[:head] +
+                [f"... ({len(lines) - head - tail} lines, "
+                 f"{len(notable)} notable kept) ..."] +
+                notable[:notable_max] + lines[-tail:])
+        with open(path, "w") as f:
+            f.write("\n".join(kept) + "\n")
+    return [line for line in notable + lines[-tail:]
+            if any(word in line.lower() for word in NOTABLE)]
+
+
 class RunError(Exception):
     """A run that could not complete: the text is recorded verbatim."""
 
@@ -369,15 +417,20 @@ def read_line(process, deadline, what):
 
 
 def start_server(model, clients, config, cpus, log_path):
-    argv = model.argv + ["-q", "-H", "127.0.0.1", "-p", "0",
+    # Not -q: the server's log (one line per connection event, none per
+    # message) is where it says why it refused a client or failed.
+    argv = model.argv + ["-H", "127.0.0.1", "-p", "0",
                          "--max-clients", str(clients + 64),
                          "--max-backlog", str(config.max_backlog),
                          "--login-timeout", "0"]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=log, start_new_session=True,
-            preexec_fn=_child_setup(cpus))
+        try:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=log, start_new_session=True,
+                preexec_fn=_child_setup(cpus))
+        except OSError as error:
+            raise RunError(f"server: cannot start {argv[0]}: {error}")
     try:
         line = read_line(process, time.monotonic() + SERVER_START_TIMEOUT,
                          "startup line")
@@ -460,6 +513,10 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
         record["status"] = "ok"
     except RunError as error:
         record["error"] = str(error)
+    except (OSError, ValueError) as error:
+        # Anything else that goes wrong in one run (a binary replaced while
+        # the sweep runs, a full disk) is that run's error, not the sweep's.
+        record["error"] = f"sweep: {type(error).__name__}: {error}"
     except KeyboardInterrupt:
         record["error"] = "interrupted (Ctrl-C)"
         record["status"] = "interrupted"
@@ -492,6 +549,10 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
                 pass
             kill_group(load, 0)
         record["load_average_after"] = open("/proc/loadavg").read().split()[:3]
+        said = condense_log(os.path.join(logs, f"{tag}-server.log"))
+        if record["status"] != "ok" and said and record["error"]:
+            record["error"] += "; the server's log: " + " | ".join(
+                dict.fromkeys(said[:3]))
     progress.finish(report.one_line_summary(record))
     return record
 
@@ -501,7 +562,7 @@ def drive_load(load, server, config, connect_deadline_s, record, progress):
     server at each mark, answers "go". Returns chat-load's JSON result."""
     fd = load.stdout.fileno()
     pending = b""
-    phase = "connect"
+    phase = detail = "connect"
     deadline = time.monotonic() + connect_deadline_s + MARK_MARGIN
     per_phase = (config.warmup + config.duration + config.drain +
                  MARK_MARGIN)
@@ -515,7 +576,7 @@ def drive_load(load, server, config, connect_deadline_s, record, progress):
             deadline = min(deadline, now + 10)
         ready, _, _ = select.select([fd], [], [], 0.5)
         if not ready:
-            progress.phase(phase)
+            progress.phase(detail)
             continue
         chunk = os.read(fd, 65536)
         if not chunk:
@@ -525,7 +586,8 @@ def drive_load(load, server, config, connect_deadline_s, record, progress):
             line, pending = pending.split(b"\n", 1)
             text = line.decode("utf-8", "replace")
             if text.startswith("@progress "):
-                progress.phase(text[len("@progress "):])
+                detail = text[len("@progress "):]
+                progress.phase(detail)
             elif text.startswith("@mark "):
                 name = text[len("@mark "):].strip()
                 sample = {"t": time.monotonic()}
@@ -541,6 +603,7 @@ def drive_load(load, server, config, connect_deadline_s, record, progress):
                          "throughput-end": "throughput drain",
                          "latency-start": "latency",
                          "latency-end": "latency drain"}.get(name, name)
+                detail = phase
                 progress.phase(phase, force=True)
                 deadline = time.monotonic() + per_phase
             elif text.startswith("@result "):
@@ -660,11 +723,13 @@ def main():
         BENCH_DIR, "results", f"{stamp}-{socket.gethostname()}")
     os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
 
+    usable_cpus = sorted(os.sched_getaffinity(0))
     pinning = choose_pinning(config.no_pin)
     if pinning["load"]:
         os.sched_setaffinity(0, pinning["load"])  # the sweep's own sampling
     limit_notes = raise_limits(max(config.clients))
-    machine = describe_machine(config.build_dir, pinning["note"])
+    machine = describe_machine(config.build_dir, pinning["note"],
+                               usable_cpus)
 
     total = len(models) * len(config.clients) * config.repeats
     progress = Progress(total)
@@ -710,6 +775,16 @@ def main():
                     continue
                 outcomes = []
                 for repeat in range(config.repeats):
+                    if outcomes and "deadline" in (results["runs"][-1]
+                                                   .get("error") or ""):
+                        # Another run would take as long and fail the same.
+                        progress.index += 1
+                        results["runs"].append({
+                            "model": model.name, "clients": clients,
+                            "repeat": repeat + 1, "status": "skipped",
+                            "error": "skipped: the run before hit a "
+                                     "deadline"})
+                        continue
                     run = run_one(model, clients, repeat, config, pinning,
                                   out_dir, progress)
                     results["runs"].append(run)

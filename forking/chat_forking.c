@@ -266,17 +266,19 @@ static void watch_output(struct client *client, bool reading) {
 
 /* ---- Closing -------------------------------------------------------- */
 
-/* A registered user leaves the room: everyone else is told, once. */
+/* A registered user leaves the room: everyone else is told, once. If it
+ * still reads, its last lines are the room's up to its departure. */
 static void depart(struct client *client, enum departure_cause cause) {
   log_departed(&client->peer, client->session.name, client->session.name_length,
                cause);
+  if (!session_is_registered(&client->session))
+    return; /* it leaves silently */
+  shared_room_lock(server.shared);
+  catch_up(client);
   struct session_step step = session_end(&client->session, &server.session);
-  if (step.room == SESSION_ROOM_LEAVE) {
-    shared_room_lock(server.shared);
-    shared_room_leave(server.shared, client->member);
-    shared_room_publish(server.shared, step.room_line);
-    shared_room_unlock(server.shared);
-  }
+  shared_room_leave(server.shared, client->member);
+  shared_room_publish(server.shared, step.room_line);
+  shared_room_unlock(server.shared);
 }
 
 /* Says the last lines, then closes, unless the client does not take them
@@ -371,7 +373,7 @@ static void read_input(struct client *client) {
   }
   if (got == 0) {
     /* End of input, maybe only a half-close: every complete line was
-     * already handled; answer what is pending, then close. */
+     * already handled; it departs, hears the room up to then, is closed. */
     depart(client, DEPARTURE_CLOSED);
     client->state = CLIENT_CLOSING;
     return;

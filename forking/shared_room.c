@@ -119,9 +119,10 @@ void shared_room_destroy(struct shared_room *shared) {
   free(shared);
 }
 
-void shared_room_lock(struct shared_room *shared) {
+bool shared_room_lock(struct shared_room *shared) {
   int status = pthread_mutex_lock(&shared->header->lock);
-  if (status == EOWNERDEAD) {
+  bool repaired = status == EOWNERDEAD;
+  if (repaired) {
     /* We hold the lock its dead owner left. What it committed is whole; the
      * spare copy of the room may be half-changed: make it the right one
      * again. Bytes it wrote past the head were never published. */
@@ -138,6 +139,7 @@ void shared_room_lock(struct shared_room *shared) {
   }
   shared->staged = STAGED_NOTHING;
   shared->changed = false;
+  return repaired;
 }
 
 void shared_room_unlock(struct shared_room *shared) {

@@ -47,8 +47,9 @@ struct shared_room *shared_room_create(size_t max_clients,
 /* Unmaps the room in this process (the memory goes with the last one). */
 void shared_room_destroy(struct shared_room *shared);
 
-/* Takes the lock, repairing the room first if the last owner died with it. */
-void shared_room_lock(struct shared_room *shared);
+/* Takes the lock, repairing the room first if the last owner died with it;
+ * returns true when it did. */
+bool shared_room_lock(struct shared_room *shared);
 
 /* Releases the lock, then wakes every child if the room changed. */
 void shared_room_unlock(struct shared_room *shared);

@@ -12,7 +12,10 @@ deck.md is simple Markdown: slides separated by a line `---`; headings,
 paragraphs, bullet and numbered lists, tables, code fences, images,
 **bold**, *italic*, `code`, [links](url); `:::columns` / `:::next` /
 `:::end` lay blocks side by side; `<!-- slide: CLASS -->` gives a slide a
-class; a paragraph starting `Notes:` is the speaker's notes. And these
+class (`if-bench` / `if-no-bench`: kept only when a benchmark report
+exists / does not); a line `{.CLASS}` gives the next block a class, and
+`{.CLASS} text` a paragraph; a paragraph starting `Notes:` is the
+speaker's notes. And these
 directives, each alone on a line, pull in what the repository holds now, so
 that slides never drift from the code or the measurements:
 
@@ -85,9 +88,14 @@ def find_c_function(lines, name):
             j += 1
         if j >= len(lines) or not lines[j].rstrip().endswith("{"):
             continue
+        first = i
+        previous = lines[i - 1].rstrip() if i > 0 else ""
+        if line.startswith(name) and previous and not previous.endswith(
+                (";", "}", "*/", "{")) and previous[0] not in " \t#":
+            first = i - 1  # the return type on a line of its own
         for k in range(j + 1, len(lines)):
             if lines[k].startswith("}"):
-                return i, k
+                return first, k
     return None
 
 
@@ -131,7 +139,7 @@ def find_marker(lines, name):
     for i, line in enumerate(lines):
         if start.search(line):
             for k in range(i + 1, len(lines)):
-                if end.search(line := lines[k]):
+                if end.search(lines[k]):
                     return i + 1, k - 1
             raise DeckError(f"marker '{name}' has no '/* end slide */'")
     return None
@@ -179,7 +187,7 @@ def excerpt(args, repo):
     first, last = found
     if "comment" in names and "marker" not in options:
         first = leading_comment(lines, first)
-    for key, pick in (("from", "first"), ("to", "last")):
+    for key in ("from", "to"):
         if key not in options:
             continue
         pattern = re.compile(options[key])
@@ -769,11 +777,11 @@ class Context:
                                    "The report has no C10K section.")
             header, aligns, rows = table
             keep = [i for i, h in enumerate(header) if re.search(
-                r"^(Model|Who|Passed|User mem|Kernel mem|Tasks|CPU|"
-                r"Deliveries|p99)", h)] or list(range(len(header)))
+                r"^(Model|Passed|User mem|Kernel mem|Tasks|CPU|"
+                r"Deliveries|p99|Connect)", h)] or list(range(len(header)))
             table_text = table_html(
                 [header[i] for i in keep],
-                [("right" if i > 1 else "") for i in keep],
+                [("right" if n > 0 else "") for n, _ in enumerate(keep)],
                 [[r[i] if i < len(r) else "" for i in keep] for r in rows],
                 "c10k")
             return f"<h3>{inline(heading)}</h3>{table_text}"
@@ -844,8 +852,10 @@ def render_slides(text, context):
                   lambda m: context.latency_value(m.group(1), m.group(2)),
                   text)
     renderer = Renderer(context)
+    have_bench = context.bench_run() is not None
     sections = []
-    for number, lines in enumerate(split_slides(text), 1):
+    number = 0
+    for lines in split_slides(text):
         classes = ["slide"]
         body = []
         for line in lines:
@@ -854,6 +864,11 @@ def render_slides(text, context):
                 classes += m.group(1).split()
             else:
                 body.append(line)
+        # Slides that only make sense with (or without) a benchmark report.
+        if ("if-bench" in classes and not have_bench) or (
+                "if-no-bench" in classes and have_bench):
+            continue
+        number += 1
         content = renderer.blocks(body)
         sections.append(f'<section class="{" ".join(classes)}" '
                         f'id="slide-{number}" data-n="{number}">'

@@ -91,11 +91,11 @@ class Browser:
 
     # -- the pipe ------------------------------------------------------
 
-    def _read_message(self, deadline):
+    def _read_message(self, deadline, waiting_for="an answer"):
         while b"\0" not in self.buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BrowserError("chromium did not answer in time")
+                raise BrowserError(f"chromium: no {waiting_for} in time")
             ready, _, _ = select.select([self.read_fd], [], [], left)
             if not ready:
                 continue
@@ -128,7 +128,7 @@ class Browser:
             data = data[os.write(self.write_fd, data):]
         deadline = time.monotonic() + (timeout or self.timeout)
         while True:
-            reply = self._read_message(deadline)
+            reply = self._read_message(deadline, f"answer to {method}")
             if reply.get("id") == self.next_id:
                 if "error" in reply:
                     raise BrowserError(f"{method}: {reply['error']}")
@@ -143,7 +143,7 @@ class Browser:
                 if event["method"] == method and (
                         session is None or event.get("sessionId") == session):
                     return self.events.pop(i)
-            reply = self._read_message(deadline)
+            reply = self._read_message(deadline, f"event {method}")
             if "method" in reply:
                 self.events.append(reply)
 
@@ -228,9 +228,15 @@ class Page:
         return self.browser.send(method, params, self.session, timeout)
 
     def navigate(self, url, timeout=30):
+        """Loads url and waits for its load event (a change of the #hash
+        only is a navigation within the document: nothing to wait for)."""
         self.browser.events.clear()
-        self.send("Page.navigate", {"url": url})
-        self.browser.wait_event("Page.loadEventFired", self.session, timeout)
+        result = self.send("Page.navigate", {"url": url})
+        if "errorText" in result:
+            raise BrowserError(f"{url}: {result['errorText']}")
+        if result.get("loaderId"):
+            self.browser.wait_event("Page.loadEventFired", self.session,
+                                    timeout)
 
     def evaluate(self, expression, timeout=30):
         """The value of a JavaScript expression (promises are awaited)."""

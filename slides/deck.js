@@ -141,7 +141,7 @@
     });
     return {
       slide: n,
-      title: title ? title.textContent.trim() : "",
+      title: title ? title.innerText.replace(/\s+/g, " ").trim() : "",
       images: images.length,
       problems: problems.slice(0, 10)
     };

@@ -3,6 +3,7 @@
 every slide, and takes a screenshot of each.
 
     python3 slides/test_deck.py build/slides/deck.html [--screenshots DIR]
+        [--build -- BUILD_DECK_ARGUMENTS...]
 
 A slide fails when its content overflows it (taller or wider than the
 1280 x 720 slide, or clipped inside a code block, a table or a column), when
@@ -20,6 +21,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 SLIDES_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -28,6 +30,74 @@ import chromium  # noqa: E402
 
 SKIP = 77
 WIDTH, HEIGHT = 1280, 720
+
+
+CURRENT = ("[...document.querySelectorAll('section.slide')]"
+           ".findIndex(s => s.classList.contains('current')) + 1")
+
+
+def check_navigation(page):
+    """deck.html#3 (just loaded) shows slide 3; the keys move; returns 1
+    on failure."""
+    count = page.evaluate("deckCount()")
+    steps = [(None, min(3, count)), ("ArrowRight", min(4, count)),
+             ("ArrowLeft", min(3, count)), ("End", count), ("Home", 1),
+             (" ", min(2, count))]
+    for key, want in steps:
+        if key:
+            page.evaluate("document.dispatchEvent(new KeyboardEvent("
+                          f"'keydown', {{key: {key!r}}}))")
+        got = page.evaluate(CURRENT)
+        if got != want:
+            print(f"FAIL navigation: after {key or 'opening #3'} the deck "
+                  f"shows slide {got}, not {want}")
+            return 1
+    print(f"ok   navigation: #3 opens slide 3; arrows, space, Home, End "
+          f"move ({count} slides)")
+    page.evaluate("deckGo(1)")
+    return 0
+
+
+BAD_DECK = """# Too tall
+""" + "\n\n".join(f"Paragraph {i} of a slide that cannot hold them all."
+                   for i in range(30)) + """
+
+---
+
+# Too wide
+
+```c
+""" + "int x = 1; " * 40 + """
+```
+
+---
+
+# A broken image
+
+<img src="data:image/png;base64,bm90IGEgcG5n" alt="not a png">
+"""
+
+
+def check_the_checker(page, workdir):
+    """The check must catch what it claims to: a bad deck must fail with
+    an overflow, a clipped code block and a broken image. Returns 1 when
+    it does not."""
+    import build_deck
+    md = os.path.join(workdir, "bad.md")
+    out = os.path.join(workdir, "bad.html")
+    with open(md, "w") as f:
+        f.write(BAD_DECK)
+    build_deck.build(md, out, build_deck.REPO_DIR, None, None, "bad deck")
+    page.navigate("file://" + out)
+    verdicts = page.evaluate("deckCheck()")
+    found = [bool(v["problems"]) for v in verdicts]
+    if len(found) != 3 or not all(found):
+        print(f"FAIL the check itself: on a deck built to fail it found "
+              f"{verdicts}")
+        return 1
+    print("ok   the check itself: it catches a tall slide, clipped code "
+          "and a broken image")
+    return 0
 
 
 def main():
@@ -40,8 +110,12 @@ def main():
                              "plus the arguments after --")
     parser.add_argument("--timeout", type=float, default=240,
                         help="seconds for the whole check")
-    args, build_args = parser.parse_known_args()
-    build_args = [a for a in build_args if a != "--"]
+    argv = sys.argv[1:]
+    build_args = []
+    if "--" in argv:  # what follows goes to build_deck.py
+        cut = argv.index("--")
+        argv, build_args = argv[:cut], argv[cut + 1:]
+    args = parser.parse_args(argv)
 
     if args.build:
         command = [sys.executable, os.path.join(SLIDES_DIR, "build_deck.py"),
@@ -64,12 +138,13 @@ def main():
     failures = 0
     with chromium.Browser(timeout=min(90, args.timeout)) as browser:
         page = browser.new_page(WIDTH, HEIGHT)
-        page.navigate(url + "#1", timeout=args.timeout / 2)
+        page.navigate(url + "#3", timeout=args.timeout / 2)
         page.evaluate("document.fonts.ready.then(() => true)")
         size = page.evaluate("[innerWidth, innerHeight]")
         if size != [WIDTH, HEIGHT]:
             print(f"test_deck: the window is {size}, not {WIDTH}x{HEIGHT}")
             return 1
+        failures += check_navigation(page)
         verdicts = page.evaluate("deckCheck()")
         if not verdicts:
             print("test_deck: the deck has no slides")
@@ -101,7 +176,10 @@ def main():
             for problem in verdict["problems"]:
                 print(f"       - {problem}")
             failures += bool(verdict["problems"])
-    print(f"test_deck: {len(verdicts)} slides, {failures} failed "
+        # Last, in the same page (a background tab paints no frames).
+        with tempfile.TemporaryDirectory() as workdir:
+            failures += check_the_checker(page, workdir)
+    print(f"test_deck: {len(verdicts)} slides, {failures} failed checks "
           f"({time.monotonic() - started:.0f} s)")
     return 1 if failures else 0
 

@@ -1,41 +1,50 @@
 /* chat-threaded: the chat server with a thread per connection (POSIX
  * threads).
  *
- * The model: the main thread accepts; every connection gets a thread of its
- * own, which runs its session from top to bottom: sleep until the socket or
- * the room has something, read, carry out each step, write. The kernel's
- * scheduler does the multiplexing that an event loop does by hand. The room
- * is shared by every thread, so it sits behind a lock; and no thread writes
- * to another's socket: a room line goes into each recipient's queue, and
- * each thread writes its own.
+ * The model: the main thread accepts connections and joins the threads
+ * that ended; every connection gets a thread of its own, which runs its
+ * session from top to bottom: sleep until its socket has input, read, carry
+ * out each step. The kernel's scheduler does the multiplexing that an event
+ * loop does by hand. The room is shared by every thread, so it sits behind
+ * a lock.
  *
  * The locks, always taken in this order:
- * 1. server.room_lock: the room (names and members), the list of clients
- *    and their count. A broadcast holds it while it queues the line for
- *    every recipient, so the queues get the room's events in one order
- *    (SPEC.md section 5).
- * 2. client->lock: one client's queue, its backlog, its state and its
- *    sleeping flag. Taken alone or inside the room lock, never two at once.
- * No socket is read or written while a lock is held: holding the room lock
- * costs a copy per recipient, whatever the recipients do. A client that
- * stops reading only fills its own queue, and is dropped past --max-backlog.
+ * 1. server.room_lock: the room (names and members), and the list of
+ *    clients whose threads ended. A broadcast holds it while it
+ * queues the line for every recipient, so every queue gets the room's events in
+ * one order (SPEC.md section 5).
+ * 2. client->lock: one client's queue, its backlog, its state, and who
+ *    writes to its socket. Taken alone or inside the room lock, never two
+ *    at once.
+ * No socket is read or written while a lock is held, so holding the room
+ * lock costs a copy per recipient, whatever the recipients do.
  *
- * The wake-up: a thread sleeps in ppoll() on its socket. WAKE_SIGNAL
- * (SIGUSR1) is blocked in every thread except inside that ppoll, whose mask
- * lets it through; whoever queues output for a thread that said, under its
- * lock, that it is going to sleep sends it WAKE_SIGNAL, once. A signal sent
- * just before the ppoll stays pending and ends it at once: none is lost. It
- * costs no file descriptor, where an eventfd per client would double them
- * (20,000 for 10,000 clients, the hard limit here).
+ * Writing: one thread at a time writes to a socket, the one that claimed it
+ * (client->writing), always from the socket's queue, so bytes go out in
+ * queue order. A broadcast claims the recipients' sockets that nobody is
+ * writing to, and once it has let go of the room lock writes to them
+ * itself, without waiting: a message costs one send per recipient, not a
+ * context switch. Bytes a socket cannot take stay queued for the client's
+ * own thread, which waits until the socket has room; a client that stops
+ * reading only fills its own queue, and is dropped past --max-backlog.
  *
- * Its cost: a connection is a thread: a stack (about 72 KiB reserved, a few
- * pages of it touched), a kernel task, and a context switch whenever a line
- * reaches it; a message to the room wakes every recipient's thread.
+ * The wake-up: a client's thread sleeps in ppoll() on its socket. It must
+ * be woken when its socket was left full by another thread, and when it must
+ * stop. WAKE_SIGNAL (SIGUSR1) is blocked in every thread except inside that
+ * ppoll; whoever finds, under the client's lock, that its thread said it is
+ * going to sleep, sends it WAKE_SIGNAL, once. A signal sent just before the
+ * ppoll stays pending and ends it at once: none is lost. It costs no file
+ * descriptor, where an eventfd per client would double them (20,000 for
+ * 10,000 clients, the hard limit here).
+ *
+ * Its cost: a connection is a thread: a stack (76 KiB reserved, a few pages
+ * of it touched), a kernel task with its own kernel stack, and a context
+ * switch for each chunk of input it reads.
  *
  * Where it breaks: memory and limits grow with the threads (stacks, kernel
- * tasks, pid_max, RLIMIT_NPROC, vm.max_map_count); every broadcast holds the
- * one room lock while it queues for and wakes N threads, which then compete
- * for the cores. What it buys is the code: each session reads down one
+ * tasks, pid_max, RLIMIT_NPROC, vm.max_map_count); the one room lock
+ * serialises every broadcast, and a sender's thread spends a send per
+ * recipient. What it buys is the code: each session reads down one
  * function, as if it were the only one. */
 #include "clock.h"
 #include "line_framer.h"
@@ -48,6 +57,8 @@
 #include "startup.h"
 
 #include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 
 #include <errno.h>
@@ -72,11 +83,14 @@
 #define ACCEPT_BATCH 64
 /* Bytes read from a socket at once, into the thread's stack. */
 #define READ_CHUNK 4096
-/* A client thread's stack, beyond its read chunk and its session scratch:
- * the calls below the thread's function (framer, session, room, log,
- * printf's family, malloc, a signal frame) touch about 12 KiB, 20 KiB
- * under the sanitizers (README.md); the rest is margin. */
+/* A client thread's stack, beyond its read chunk and its session scratch,
+ * for its calls (framer, session, room, log, printf's family, malloc, a
+ * signal frame): the deepest page they touch lies 20 KiB below the stack's
+ * top, 24 KiB under ASan, scratch and read chunk included (README.md); the
+ * rest is margin, and costs address space only. */
 #define STACK_FOR_CALLS (64 * 1024)
+/* Times a writer takes what was queued meanwhile before it lets go. */
+#define WRITE_ROUNDS 4
 /* The signal that ends a client thread's ppoll. */
 #define WAKE_SIGNAL SIGUSR1
 
@@ -93,22 +107,29 @@ struct output {
 };
 
 struct client {
-  pthread_t thread;
-  int fd;                         /* only the client's thread uses it */
+  pthread_t thread;               /* set by itself; read to wake or join it */
+  void *stack;                    /* the thread's, from take_stack() */
+  int fd;                         /* closed by the client's thread only */
   struct client *previous, *next; /* every client, for shutdown */
+  struct client *next_ended;      /* closed, its thread to be joined */
   long long login_deadline;       /* milliseconds, monotonic clock */
   struct line_framer framer;
   struct session session;
   struct session_context context; /* its scratch is on the thread's stack */
   struct peer_address peer;
-  int member;            /* index in the room while registered */
-  struct output sending; /* taken from `queued`, written outside the lock */
-  size_t sent;           /* bytes of `sending` already written */
+  int member;        /* index in the room while registered */
+  bool writing_self; /* the client's thread holds `writing` */
+
+  /* Used by the thread that holds `writing`: */
+  struct output sending;        /* taken from `queued`, written unlocked */
+  size_t sent;                  /* bytes of `sending` already written */
+  struct client *next_to_write; /* sockets claimed in one broadcast */
 
   pthread_mutex_t lock; /* guards the fields below */
-  struct output queued; /* added to by any thread, taken by the client's */
+  struct output queued; /* added to by any thread, taken by the writer */
   size_t backlog;       /* queued, plus taken and not yet written */
-  bool sleeping;        /* its thread is going to sleep: wake it */
+  bool writing;         /* a thread has claimed the socket to write */
+  bool sleeping;        /* the client's thread is going to sleep */
   enum client_state state;
   enum departure_cause cause; /* why it stopped being open */
 };
@@ -120,19 +141,26 @@ struct client_list {
 
 static struct server {
   struct chat_options options;
-  pthread_mutex_t room_lock; /* the room, the clients and their count */
-  pthread_cond_t all_gone;   /* signalled when the last client is freed */
-  pthread_attr_t thread_attributes; /* detached, with a stack of our size */
-  sigset_t wake_mask; /* the signal mask inside ppoll: WAKE_SIGNAL passes */
-  int listener;
-  int signals; /* SIGINT and SIGTERM, read by the main thread */
+  pthread_mutex_t room_lock; /* the room, and the clients that ended */
   struct room *room;
+  struct client *ended; /* closed clients whose threads are to be joined */
+  sigset_t wake_mask;   /* the signal mask inside ppoll: WAKE_SIGNAL passes */
   struct session_context session; /* each thread copies it, with a scratch */
-  struct client_list clients;
-  size_t connections;
+  /* The main thread's alone: */
+  int listener;
+  int signals;                /* SIGINT and SIGTERM */
+  int finished;               /* an eventfd: a client's thread has ended */
+  struct client_list clients; /* every client whose thread is not joined */
+  size_t connections;         /* how many */
+  pthread_attr_t thread_attributes;
+  size_t stack_size;
+  void **free_stacks; /* the stacks of joined threads, to reuse */
+  size_t free_stack_count;
   bool accept_paused;
-} server = {
-    .room_lock = PTHREAD_MUTEX_INITIALIZER, .listener = -1, .signals = -1};
+} server = {.room_lock = PTHREAD_MUTEX_INITIALIZER,
+            .listener = -1,
+            .signals = -1,
+            .finished = -1};
 
 /* ---- Lists ---------------------------------------------------------- */
 
@@ -184,81 +212,119 @@ static bool output_add(struct output *output, const char *bytes,
   return true;
 }
 
-/* Under client->lock: whether to wake the client's thread. It said it was
- * going to sleep; the first to see that wakes it, and only once. */
-static bool must_wake(struct client *client) {
-  bool sleeping = client->sleeping;
-  client->sleeping = false;
-  return sleeping;
-}
-
-/* Ends the client thread's ppoll. The caller is that thread, or holds the
- * room lock, which keeps the thread from finishing meanwhile. */
+/* Under client->lock: ends the ppoll of the client's thread, if it said it
+ * was going to sleep; only once. The thread cannot finish meanwhile: it
+ * takes the lock before it does. */
 static void wake(struct client *client) {
-  pthread_kill(client->thread, WAKE_SIGNAL);
+  if (client->sleeping)
+    pthread_kill(client->thread, WAKE_SIGNAL);
+  client->sleeping = false;
 }
 
 /* Queues bytes for one client, unless that would put more than
  * --max-backlog bytes in its queue: then it is dropped instead, and
  * nobody else waits for it. Room lines reach open clients only; a client's
- * own replies, its last lines included, reach it until it is dropped. */
-static void queue_output(struct client *client, const char *bytes,
+ * own replies, its last lines included, reach it until it is dropped.
+ * Returns true when the caller, queuing a room line, has claimed the socket
+ * to write it: it does so once it has let go of the room lock. */
+static bool queue_output(struct client *client, const char *bytes,
                          size_t length, bool room_line) {
   if (length == 0)
-    return;
+    return false;
+  bool claimed = false;
   pthread_mutex_lock(&client->lock);
-  bool wanted = client->state == CLIENT_OPEN ||
-                (client->state == CLIENT_CLOSING && !room_line);
-  if (wanted) {
+  if (client->state == CLIENT_OPEN ||
+      (client->state == CLIENT_CLOSING && !room_line)) {
     if (client->backlog + length > server.options.max_backlog ||
-        !output_add(&client->queued, bytes, length))
+        !output_add(&client->queued, bytes, length)) {
       drop_slow_client(client); /* out of memory: the same remedy */
-    else
+    } else {
       client->backlog += length;
+      claimed = room_line && !client->writing;
+      if (claimed)
+        client->writing = true;
+    }
   }
-  bool sleeping = wanted && must_wake(client);
   pthread_mutex_unlock(&client->lock);
-  if (sleeping)
-    wake(client);
+  return claimed;
 }
 
 /* The room's delivery interface: a room line to one member. The line was
- * formatted once; each recipient gets a copy of its bytes in its queue,
- * which its own thread writes and frees. */
+ * formatted once; each recipient gets a copy of its bytes in its queue.
+ * Sockets claimed here go on the broadcasting thread's list (the context),
+ * to be written once it has let go of the room lock. */
 static void deliver(void *context, uintptr_t owner, struct chat_text line) {
-  (void)context;
-  queue_output((struct client *)owner, line.bytes, line.length, true);
+  struct client **to_write = context;
+  struct client *client = (struct client *)owner;
+  if (queue_output(client, line.bytes, line.length, true)) {
+    client->next_to_write = *to_write;
+    *to_write = client;
+  }
 }
 
 static void write_to_client(void *context, const char *bytes, size_t length) {
   queue_output(context, bytes, length, false);
 }
 
-/* Writes what is queued, as far as the socket takes it without waiting:
- * the client's thread takes the whole queue under the lock and writes it
- * outside. Returns false when the connection is broken. */
-static bool write_queued(struct client *client) {
-  if (client->sent == client->sending.length) {
-    free(client->sending.bytes); /* an idle client holds no buffer */
-    pthread_mutex_lock(&client->lock);
-    client->sending = client->queued;
-    client->queued = (struct output){0};
-    pthread_mutex_unlock(&client->lock);
-    client->sent = 0;
+enum write_result {
+  WRITE_DONE,    /* everything queued was written */
+  WRITE_BLOCKED, /* the socket is full */
+  WRITE_BROKEN,  /* the connection is gone */
+};
+
+/* Writes what is queued for a client, as far as its socket takes it
+ * without waiting: the queue is taken whole under the lock and written
+ * outside it. The caller holds client->writing. */
+static enum write_result write_queued(struct client *client) {
+  for (int round = 0; round < WRITE_ROUNDS; round++) {
+    if (client->sent == client->sending.length) {
+      free(client->sending.bytes); /* an idle client holds no buffer */
+      pthread_mutex_lock(&client->lock);
+      client->sending = client->queued;
+      client->queued = (struct output){0};
+      pthread_mutex_unlock(&client->lock);
+      client->sent = 0;
+      if (client->sending.length == 0)
+        return WRITE_DONE;
+    }
+    while (client->sent < client->sending.length) {
+      ssize_t sent = send(client->fd, client->sending.bytes + client->sent,
+                          client->sending.length - client->sent,
+                          MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (sent <= 0)
+        return sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+                            errno == EINTR)
+                   ? WRITE_BLOCKED
+                   : WRITE_BROKEN;
+      client->sent += (size_t)sent;
+      pthread_mutex_lock(&client->lock);
+      client->backlog -= (size_t)sent;
+      pthread_mutex_unlock(&client->lock);
+    }
   }
-  while (client->sent < client->sending.length) {
-    ssize_t sent = send(client->fd, client->sending.bytes + client->sent,
-                        client->sending.length - client->sent,
-                        MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (sent <= 0)
-      return sent < 0 &&
-             (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
-    client->sent += (size_t)sent;
-    pthread_mutex_lock(&client->lock);
-    client->backlog -= (size_t)sent;
-    pthread_mutex_unlock(&client->lock);
+  return WRITE_DONE;
+}
+
+/* Lets go of a socket claimed in a broadcast. What is left to write (the
+ * socket was full, or was lost) is for the client's own thread: it is
+ * woken, as it is when it must stop. After this, the client may be gone. */
+static void let_go(struct client *client) {
+  pthread_mutex_lock(&client->lock);
+  client->writing = false;
+  if (client->backlog > 0 || client->state != CLIENT_OPEN)
+    wake(client);
+  pthread_mutex_unlock(&client->lock);
+}
+
+/* After a broadcast, out of the room lock: writes to every socket it
+ * claimed, and lets each go. */
+static void write_claimed(struct client *to_write) {
+  while (to_write) {
+    struct client *client = to_write;
+    to_write = client->next_to_write; /* before let_go: it may be freed */
+    write_queued(client);
+    let_go(client);
   }
-  return true;
 }
 
 /* ---- Closing -------------------------------------------------------- */
@@ -276,16 +342,16 @@ static bool set_state(struct client *client, enum client_state state,
   return was_open;
 }
 
-/* Stops a client and wakes its thread, which then departs and closes.
+/* Stops a client and wakes its thread, which then departs and closes. The
+ * caller is that thread, or a broadcast holding the room lock with the
+ * client in the room, or the main thread, which alone frees clients.
  * Returns whether the client was open: then `cause` is why it leaves. */
 static bool stop_client(struct client *client, enum client_state state,
                         enum departure_cause cause) {
   pthread_mutex_lock(&client->lock);
   bool was_open = set_state(client, state, cause);
-  bool sleeping = must_wake(client);
+  wake(client);
   pthread_mutex_unlock(&client->lock);
-  if (sleeping)
-    wake(client);
   return was_open;
 }
 
@@ -295,26 +361,79 @@ static bool stop_client(struct client *client, enum client_state state,
  * when it wakes, once the broadcast has let go of the room lock. */
 static void drop_slow_client(struct client *client) {
   set_state(client, CLIENT_DROPPED, DEPARTURE_SLOW);
+  wake(client);
 }
 
-/* The thread's last act. Only this thread ever used the socket, so it
- * closes it; the record is freed once nobody can reach it: out of the room
- * (silently, at shutdown) and out of the list, under the room lock. */
-static void client_free(struct client *client) {
+/* The thread's last act, once its client is no longer open (so no
+ * broadcast claims its socket any more). It waits for a broadcast still
+ * writing to the socket, closes it, takes the client out of the room
+ * (silently, at shutdown), so that no other client's thread can reach it,
+ * and hands it to the main thread, which joins the thread and frees the
+ * record: only the main thread frees clients. */
+static void client_close(struct client *client) {
+  pthread_mutex_lock(&client->lock);
+  if (client->writing_self)
+    client->writing = false;
+  while (client->writing) { /* let_go() wakes us */
+    client->sleeping = true;
+    pthread_mutex_unlock(&client->lock);
+    ppoll(NULL, 0, NULL, &server.wake_mask);
+    pthread_mutex_lock(&client->lock);
+  }
+  client->sleeping = false;
+  pthread_mutex_unlock(&client->lock);
   close(client->fd);
   line_framer_release(&client->framer);
   free(client->sending.bytes);
+  free(client->queued.bytes);
   pthread_mutex_lock(&server.room_lock);
   if (client->member >= 0)
     room_leave(server.room, client->member);
-  list_remove(&server.clients, client);
-  server.connections--;
-  if (server.connections == 0)
-    pthread_cond_signal(&server.all_gone);
+  client->next_ended = server.ended;
+  server.ended = client;
   pthread_mutex_unlock(&server.room_lock);
-  free(client->queued.bytes);
-  pthread_mutex_destroy(&client->lock);
-  free(client);
+  eventfd_write(server.finished, 1);
+}
+
+/* A stack for a new client's thread: one a joined thread left, or a new
+ * mapping with a guard page below it. Stacks are never unmapped: with
+ * stacks of its own, glibc would give their unused pages back (madvise)
+ * as each thread ends and unmap those beyond a 40 MiB cache as each is
+ * joined, and every one of those is a TLB shootdown across the cores,
+ * which made ending 10,000 threads take seconds (README.md). */
+static void *take_stack(void) {
+  if (server.free_stack_count > 0)
+    return server.free_stacks[--server.free_stack_count];
+  size_t guard = (size_t)sysconf(_SC_PAGESIZE);
+  char *memory = mmap(NULL, guard + server.stack_size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (memory == MAP_FAILED)
+    return NULL;
+  if (mprotect(memory, guard, PROT_NONE) < 0) { /* no stack without guard */
+    munmap(memory, guard + server.stack_size);
+    return NULL;
+  }
+  return memory + guard;
+}
+
+/* Joins the threads of the clients that ended and frees their records: no
+ * thread outlives its client, nor the server. At most --max-clients stacks
+ * are ever taken, so free_stacks has room for them all. */
+static void reap_ended(void) {
+  pthread_mutex_lock(&server.room_lock);
+  struct client *client = server.ended;
+  server.ended = NULL;
+  pthread_mutex_unlock(&server.room_lock);
+  while (client) {
+    struct client *next = client->next_ended;
+    pthread_join(client->thread, NULL);
+    list_remove(&server.clients, client);
+    server.connections--;
+    server.free_stacks[server.free_stack_count++] = client->stack;
+    pthread_mutex_destroy(&client->lock);
+    free(client);
+    client = next;
+  }
 }
 
 /* A registered user leaves the room: everyone else is told, once. */
@@ -323,21 +442,25 @@ static void depart(struct client *client, enum departure_cause cause) {
                cause);
   struct session_step step = session_end(&client->session, &client->context);
   if (step.room == SESSION_ROOM_LEAVE) {
+    struct client *to_write = NULL;
     pthread_mutex_lock(&server.room_lock);
     room_leave(server.room, client->member);
     client->member = -1;
-    room_broadcast(server.room, step.room_line, deliver, NULL);
+    room_broadcast(server.room, step.room_line, deliver, &to_write);
     pthread_mutex_unlock(&server.room_lock);
+    write_claimed(to_write);
   }
 }
 
 /* ---- The session's steps ---------------------------------------------- */
 
-static void act_on_room(struct client *client, struct session_step step);
+static void act_on_room(struct client *client, struct session_step step,
+                        struct client **to_write);
 
 /* Under the room lock, which stays held from the name's registration to
  * the end of its arrival's broadcast. */
-static void join_room(struct client *client, struct chat_text name) {
+static void join_room(struct client *client, struct chat_text name,
+                      struct client **to_write) {
   const char *stored = NULL;
   int member = room_join(server.room, name, (uintptr_t)client, &stored);
   if (member >= 0)
@@ -345,19 +468,20 @@ static void join_room(struct client *client, struct chat_text name) {
   struct session_step step =
       session_joined(&client->session, &client->context, name, stored);
   queue_output(client, step.reply.bytes, step.reply.length, false);
-  act_on_room(client, step);
+  act_on_room(client, step, to_write);
 }
 
 /* Under the room lock: what a step asks of the room. */
-static void act_on_room(struct client *client, struct session_step step) {
+static void act_on_room(struct client *client, struct session_step step,
+                        struct client **to_write) {
   switch (step.room) {
   case SESSION_ROOM_NONE:
     break;
   case SESSION_ROOM_JOIN:
-    join_room(client, step.name);
+    join_room(client, step.name, to_write);
     break;
   case SESSION_ROOM_SAY:
-    room_broadcast(server.room, step.room_line, deliver, NULL);
+    room_broadcast(server.room, step.room_line, deliver, to_write);
     break;
   case SESSION_ROOM_NAMES:
     room_names(server.room, write_to_client, client);
@@ -375,14 +499,16 @@ static bool is_open(struct client *client) {
 }
 
 /* Carries out one step of the session logic: the room's part under the
- * room lock, the log line after it. Returns false when the client stops
- * reading (it said QUIT, or was dropped). */
+ * room lock, then the writing and the log line. Returns false when the
+ * client stops reading (it said QUIT, or was dropped). */
 static bool carry_out(struct client *client, struct session_step step) {
   queue_output(client, step.reply.bytes, step.reply.length, false);
   if (step.room != SESSION_ROOM_NONE) {
+    struct client *to_write = NULL;
     pthread_mutex_lock(&server.room_lock);
-    act_on_room(client, step);
+    act_on_room(client, step, &to_write);
     pthread_mutex_unlock(&server.room_lock);
+    write_claimed(to_write);
   }
   if (step.room == SESSION_ROOM_JOIN && session_is_registered(&client->session))
     log_registered(&client->peer, client->session.name,
@@ -403,19 +529,42 @@ static bool on_frame(void *context, const struct frame *frame) {
 static long long login_deadline(const struct client *client);
 static void on_login_timeout(struct client *client);
 
+/* The client's thread writes what is queued for its socket, unless a
+ * broadcast is writing to it (which wakes us if it leaves anything). While
+ * the socket is full, the thread keeps its claim and waits for room. */
+static enum write_result write_own(struct client *client) {
+  if (!client->writing_self) {
+    pthread_mutex_lock(&client->lock);
+    client->writing_self = !client->writing && client->backlog > 0;
+    if (client->writing_self)
+      client->writing = true;
+    pthread_mutex_unlock(&client->lock);
+    if (!client->writing_self)
+      return WRITE_DONE;
+  }
+  enum write_result result = write_queued(client);
+  if (result == WRITE_DONE) {
+    pthread_mutex_lock(&client->lock);
+    client->writing = client->writing_self = false;
+    pthread_mutex_unlock(&client->lock);
+  }
+  return result;
+}
+
 /* Sleeps until the socket is ready for `events`, the deadline passes (0:
- * none) or another thread wakes us; does not sleep when something is queued
- * or the state is no longer `state`. WAKE_SIGNAL gets through only inside
- * this ppoll: sent earlier, it stays pending and ends the ppoll at once, so
- * no wake-up is lost between our last look at the queue and the sleep.
- * Returns the socket's ready events (0: woken, or out of time). */
+ * none) or another thread wakes us; does not sleep when there is something
+ * to write that nobody is writing, or the state is no longer `state`.
+ * WAKE_SIGNAL gets through only inside this ppoll: sent earlier, it stays
+ * pending and ends the ppoll at once, so no wake-up is lost between our
+ * last look and the sleep. Returns the socket's ready events (0: woken, or
+ * out of time). */
 static short wait_for_socket(struct client *client, short events,
                              enum client_state state, long long deadline) {
-  bool unsent = client->sent < client->sending.length;
-  if (unsent)
+  if (client->writing_self) /* the socket was full */
     events |= POLLOUT;
   pthread_mutex_lock(&client->lock);
-  bool busy = client->state != state || (!unsent && client->queued.length);
+  bool busy =
+      client->state != state || (!client->writing && client->backlog > 0);
   client->sleeping = !busy;
   pthread_mutex_unlock(&client->lock);
   struct timespec timeout = {0, 0}; /* busy: only a look at the socket */
@@ -450,10 +599,10 @@ static void read_input(struct client *client) {
   }
 }
 
-/* An open client's turn: write what is queued, sleep until there is
+/* An open client's turn: write what is left to it, sleep until there is
  * something to do, read. Returns false once the client is no longer open. */
 static bool serve(struct client *client) {
-  if (!write_queued(client)) { /* reset, or worse: nothing more to say */
+  if (write_own(client) == WRITE_BROKEN) { /* reset: nothing more to say */
     stop_client(client, CLIENT_DROPPED, DEPARTURE_CLOSED);
     return false;
   }
@@ -470,7 +619,7 @@ static bool serve(struct client *client) {
 /* A closing client's turn: write its last lines. Returns false once they
  * are all written, or it was dropped, or time is up. */
 static bool finish(struct client *client, long long deadline) {
-  if (!write_queued(client))
+  if (write_own(client) == WRITE_BROKEN)
     return false;
   pthread_mutex_lock(&client->lock);
   bool done = client->state == CLIENT_DROPPED || client->backlog == 0;
@@ -505,7 +654,7 @@ static void *client_thread(void *arg) {
   long long deadline = now_milliseconds() + FLUSH_TIMEOUT_SECONDS * 1000LL;
   while (finish(client, deadline))
     ;
-  client_free(client);
+  client_close(client);
   return NULL;
 }
 
@@ -513,21 +662,21 @@ static void *client_thread(void *arg) {
 
 static void on_accept(int fd, const struct sockaddr *address) {
   struct peer_address peer = peer_address_from(address);
-  pthread_mutex_lock(&server.room_lock);
-  bool full = server.connections >= server.options.max_clients;
-  pthread_mutex_unlock(&server.room_lock);
-  if (full) {
+  if (server.connections >= server.options.max_clients) {
     refuse_full(fd, &peer);
     return;
   }
   struct client *client = calloc(1, sizeof *client);
-  if (!client) {
+  void *stack = client ? take_stack() : NULL;
+  if (!stack) {
     log_refused(&peer, "out of memory");
+    free(client);
     close(fd);
     return;
   }
   int on = 1; /* room lines are small: send each at once */
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  client->stack = stack;
   client->fd = fd;
   client->peer = peer;
   client->member = -1;
@@ -537,17 +686,21 @@ static void on_accept(int fd, const struct sockaddr *address) {
     client->login_deadline =
         now_milliseconds() + server.options.login_timeout * 1000LL;
   log_accepted(&peer);
-  pthread_mutex_lock(&server.room_lock);
-  server.connections++;
   list_append(&server.clients, client);
-  pthread_mutex_unlock(&server.room_lock);
-  pthread_t thread;
+  server.connections++;
+  pthread_attr_setstack(&server.thread_attributes, stack, server.stack_size);
+  pthread_t thread; /* the thread keeps its own id in client->thread */
   int error =
       pthread_create(&thread, &server.thread_attributes, client_thread, client);
-  if (error != 0) { /* out of threads or memory */
+  if (error != 0) { /* out of threads: as if it never came */
     log_line("cannot start a thread: %s", strerror(error));
     log_departed(&peer, NULL, 0, DEPARTURE_ERROR);
-    client_free(client);
+    list_remove(&server.clients, client);
+    server.connections--;
+    server.free_stacks[server.free_stack_count++] = stack;
+    close(fd);
+    pthread_mutex_destroy(&client->lock);
+    free(client);
   }
 }
 
@@ -604,26 +757,33 @@ static void on_login_timeout(struct client *client) {
 
 /* ---- Shutdown ------------------------------------------------------- */
 
+/* Stops every client whose thread is not joined yet (the main thread
+ * alone frees clients, so all of them are still there). */
+static void stop_all(enum client_state state) {
+  for (struct client *client = server.clients.first; client;
+       client = client->next)
+    stop_client(client, state, DEPARTURE_SHUTDOWN);
+}
+
 /* SIGINT or SIGTERM: stop accepting, tell every client's thread to say
  * goodbye and close, give the goodbyes a moment to drain, then drop the
- * clients that could not take theirs; return once every thread is gone. */
+ * clients that could not take theirs; return once every thread is joined. */
 static void shut_down(int signal_number) {
   log_line("shutting down (%s)", strsignal(signal_number));
-  struct timespec grace =
-      milliseconds(now_milliseconds() + SHUTDOWN_GRACE_MILLISECONDS);
-  pthread_mutex_lock(&server.room_lock);
-  struct client *client;
-  for (client = server.clients.first; client; client = client->next)
-    stop_client(client, CLIENT_CLOSING, DEPARTURE_SHUTDOWN);
-  int waited = 0;
-  while (server.connections > 0 && waited != ETIMEDOUT)
-    waited =
-        pthread_cond_timedwait(&server.all_gone, &server.room_lock, &grace);
-  for (client = server.clients.first; client; client = client->next)
-    stop_client(client, CLIENT_DROPPED, DEPARTURE_SHUTDOWN);
-  while (server.connections > 0) /* each thread now only closes and frees */
-    pthread_cond_wait(&server.all_gone, &server.room_lock);
-  pthread_mutex_unlock(&server.room_lock);
+  long long grace = now_milliseconds() + SHUTDOWN_GRACE_MILLISECONDS;
+  stop_all(CLIENT_CLOSING);
+  while (server.clients.first) {
+    long long left = grace - now_milliseconds();
+    if (left <= 0 && grace > 0) { /* out of time: no more last lines */
+      stop_all(CLIENT_DROPPED);
+      grace = 0;
+    }
+    struct pollfd finished = {.fd = server.finished, .events = POLLIN};
+    eventfd_t count;
+    if (poll(&finished, 1, grace > 0 ? (int)left : -1) > 0)
+      eventfd_read(server.finished, &count);
+    reap_ended();
+  }
 }
 
 /* ---- Setup, loop, teardown ---------------------------------------------- */
@@ -633,7 +793,7 @@ static void on_wake(int signal_number) {
 }
 
 /* SIGINT and SIGTERM are blocked in every thread and read from a signalfd
- * by the main thread; WAKE_SIGNAL is blocked too, but for inside a client's
+ * by the main thread; WAKE_SIGNAL is blocked too, except inside a client's
  * ppoll. Threads inherit the mask: this comes before the first one. */
 static bool set_up_signals(void) {
   struct sigaction wake = {.sa_handler = on_wake};
@@ -655,40 +815,32 @@ static bool set_up_signals(void) {
 }
 
 /* A client thread's stack holds its session scratch (the longest line plus
- * a little), its read chunk and its calls: sized for them, it is about
- * 72 KiB where glibc's default is RLIMIT_STACK (8 MiB here); README.md
- * measures the difference. Build with -DCHAT_DEFAULT_STACK to compare. */
+ * a little), its read chunk and its calls: sized for them, it is 76 KiB
+ * with the default --max-line, where glibc's default is RLIMIT_STACK
+ * (8 MiB here). README.md measures the difference; build with
+ * -DCHAT_DEFAULT_STACK to see it. */
 static bool set_up_threads(void) {
-  pthread_condattr_t monotonic;
-  pthread_condattr_init(&monotonic);
-  pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
-  pthread_cond_init(&server.all_gone, &monotonic);
-  pthread_condattr_destroy(&monotonic);
-  pthread_attr_init(&server.thread_attributes);
-  pthread_attr_setdetachstate(&server.thread_attributes,
-                              PTHREAD_CREATE_DETACHED);
-  struct sched_param normal = {0};
-  pthread_attr_setinheritsched(&server.thread_attributes, PTHREAD_EXPLICIT_SCHED);
-  pthread_attr_setschedpolicy(&server.thread_attributes, SCHED_BATCH);
-  pthread_attr_setschedparam(&server.thread_attributes, &normal);
-#ifndef CHAT_DEFAULT_STACK
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   size_t stack = STACK_FOR_CALLS + READ_CHUNK + server.session.scratch_size;
-  if (pthread_attr_setstacksize(&server.thread_attributes,
-                                (stack + page - 1) / page * page) != 0)
-    return false;
+  server.stack_size = (stack + page - 1) / page * page;
+#ifdef CHAT_DEFAULT_STACK
+  server.stack_size = 8 << 20; /* glibc's default here: RLIMIT_STACK */
 #endif
-  return true;
+  server.free_stacks = calloc(server.options.max_clients, sizeof(void *));
+  return server.free_stacks &&
+         pthread_attr_init(&server.thread_attributes) == 0;
 }
 
-/* The main thread's loop: accept until SIGINT or SIGTERM, which it returns. */
+/* The main thread's loop: accept connections and join ended threads until
+ * SIGINT or SIGTERM, which it returns. */
 static int accept_until_signal(void) {
-  struct pollfd watched[2] = {{.fd = server.signals, .events = POLLIN},
+  struct pollfd watched[3] = {{.fd = server.signals, .events = POLLIN},
+                              {.fd = server.finished, .events = POLLIN},
                               {.fd = server.listener, .events = POLLIN}};
   for (;;) {
-    watched[1].fd = server.accept_paused ? -1 : server.listener;
+    watched[2].fd = server.accept_paused ? -1 : server.listener;
     int ready =
-        poll(watched, 2, server.accept_paused ? ACCEPT_RETRY_MILLISECONDS : -1);
+        poll(watched, 3, server.accept_paused ? ACCEPT_RETRY_MILLISECONDS : -1);
     if (ready == 0)
       server.accept_paused = false;
     if (ready <= 0)
@@ -697,19 +849,25 @@ static int accept_until_signal(void) {
     if ((watched[0].revents & POLLIN) &&
         read(server.signals, &received, sizeof received) == sizeof received)
       return (int)received.ssi_signo;
-    if (watched[1].revents & POLLIN)
+    eventfd_t count;
+    if ((watched[1].revents & POLLIN) &&
+        eventfd_read(server.finished, &count) == 0)
+      reap_ended();
+    if (watched[2].revents & POLLIN)
       accept_waiting();
   }
 }
 
 static void free_everything(void) {
-  /* No client is left: shut_down() waited for every thread. */
+  /* No client is left: shut_down() joined every thread. */
   if (server.listener >= 0)
     close(server.listener);
   if (server.signals >= 0)
     close(server.signals);
+  if (server.finished >= 0)
+    close(server.finished);
   pthread_attr_destroy(&server.thread_attributes);
-  pthread_cond_destroy(&server.all_gone);
+  free(server.free_stacks); /* the stacks themselves go with the process */
   free(server.room);
 }
 
@@ -738,19 +896,19 @@ int main(int argc, char *argv[]) {
   server.room =
       room_memory ? room_init(room_memory, server.options.max_clients) : NULL;
   bool threads_ready = set_up_threads();
-  if (!server.room || !threads_ready || !set_up_signals()) {
-    fprintf(stderr, "chat-threaded: cannot set up: %s\n",
-            server.room ? strerror(errno) : "out of memory");
+  server.finished = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (!server.room || !threads_ready || server.finished < 0 ||
+      !set_up_signals()) {
+    fprintf(stderr, "chat-threaded: cannot set up: out of memory or "
+                    "descriptors\n");
     free_everything();
     return 1;
   }
 
   options_print_startup(&server.options, port, stdout);
-  size_t stack;
-  pthread_attr_getstacksize(&server.thread_attributes, &stack);
   log_line("%s running on port %u: chat-threaded, a thread per connection "
            "(%zu KiB stacks)",
-           server.options.room_name, port, stack / 1024);
+           server.options.room_name, port, server.stack_size / 1024);
 
   shut_down(accept_until_signal());
 

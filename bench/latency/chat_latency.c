@@ -90,29 +90,41 @@ enum {
   ROW_COUNT
 };
 
+/* A row: its group, id and name, then the talk's figures and its name for
+ * the event (NULL where the talk has none). */
+#define ROW(g, i, e, latency, scaled, name)                                    \
+  {                                                                            \
+    .group = g, .id = i, .event = e, .talk_latency = latency,                  \
+    .talk_scaled = scaled, .talk_event = name                                  \
+  }
+
 static struct row rows[ROW_COUNT] = {
-    [ROW_CYCLE] = {"talk", "cycle", "One CPU cycle", "0.4 ns", "1 s"},
-    [ROW_L1] = {"talk", "l1", "L1 cache access", "0.9 ns", "2 s"},
-    [ROW_L2] = {"talk", "l2", "L2 cache access", "2.8 ns", "7 s"},
-    [ROW_L3] = {"talk", "l3", "L3 cache access", "28 ns", "1 min"},
-    [ROW_MEMORY] = {"talk", "memory", "Main memory access", "~100 ns", "4 min"},
-    [ROW_DISK_READ] = {"talk", "disk_read", "SSD random read, 4 KiB", "~25 us",
-                       "17 hrs", "NVMe SSD I/O"},
-    [ROW_DISK_SYNC] = {"talk", "disk_sync", "SSD write 4 KiB + fdatasync",
-                       "50-150 us", "1.5-4 days", "SSD I/O"},
-    [ROW_ROTATIONAL] = {"talk", "rotational", "Rotational disk I/O", "1-10 ms",
-                        "1-9 months"},
-    [ROW_LOOPBACK] = {"talk", "loopback", "Loopback TCP round trip", NULL,
-                      NULL},
-    [ROW_INTERNET] = {"talk", "internet", "Internet call", "65 ms", "5 years"},
-    [ROW_PROCESS_SWITCH] = {"model", "process_switch", "Process context switch",
-                            NULL, NULL},
-    [ROW_THREAD_SWITCH] = {"model", "thread_switch", "Thread switch", NULL,
-                           NULL},
-    [ROW_FORK] = {"model", "fork", "fork + exit + wait", NULL, NULL},
-    [ROW_PTHREAD] = {"model", "pthread", "pthread_create + join", NULL, NULL},
-    [ROW_EPOLL] = {"model", "epoll", "epoll wake-up", NULL, NULL},
-    [ROW_LIBEVENT] = {"model", "libevent", "libevent wake-up", NULL, NULL},
+    [ROW_CYCLE] = ROW("talk", "cycle", "One CPU cycle", "0.4 ns", "1 s", NULL),
+    [ROW_L1] = ROW("talk", "l1", "L1 cache access", "0.9 ns", "2 s", NULL),
+    [ROW_L2] = ROW("talk", "l2", "L2 cache access", "2.8 ns", "7 s", NULL),
+    [ROW_L3] = ROW("talk", "l3", "L3 cache access", "28 ns", "1 min", NULL),
+    [ROW_MEMORY] =
+        ROW("talk", "memory", "Main memory access", "~100 ns", "4 min", NULL),
+    [ROW_DISK_READ] = ROW("talk", "disk_read", "SSD random read, 4 KiB",
+                          "~25 us", "17 hrs", "NVMe SSD I/O"),
+    [ROW_DISK_SYNC] = ROW("talk", "disk_sync", "SSD write 4 KiB + fdatasync",
+                          "50-150 us", "1.5-4 days", "SSD I/O"),
+    [ROW_ROTATIONAL] = ROW("talk", "rotational", "Rotational disk I/O",
+                           "1-10 ms", "1-9 months", NULL),
+    [ROW_LOOPBACK] =
+        ROW("talk", "loopback", "Loopback TCP round trip", NULL, NULL, NULL),
+    [ROW_INTERNET] =
+        ROW("talk", "internet", "Internet call", "65 ms", "5 years", NULL),
+    [ROW_PROCESS_SWITCH] = ROW("model", "process_switch",
+                               "Process context switch", NULL, NULL, NULL),
+    [ROW_THREAD_SWITCH] =
+        ROW("model", "thread_switch", "Thread switch", NULL, NULL, NULL),
+    [ROW_FORK] = ROW("model", "fork", "fork + exit + wait", NULL, NULL, NULL),
+    [ROW_PTHREAD] =
+        ROW("model", "pthread", "pthread_create + join", NULL, NULL, NULL),
+    [ROW_EPOLL] = ROW("model", "epoll", "epoll wake-up", NULL, NULL, NULL),
+    [ROW_LIBEVENT] =
+        ROW("model", "libevent", "libevent wake-up", NULL, NULL, NULL),
 };
 
 static void progress(const char *what) {
@@ -634,8 +646,9 @@ static void measure_memory_hierarchy(void) {
     l3_set = machine.l3 / 2;
   }
   double memory = 4 * machine.l3 > 256 * MIB ? 4 * machine.l3 : 256 * MIB;
-  if (memory > 1024 * MIB) {
-    memory = 1024 * MIB;
+  double most = options.scale < 1 ? 64 * MIB : 1024 * MIB; /* --quick */
+  if (memory > most) {
+    memory = most;
   }
   double available = memory_available();
   while (available > 0 && memory > 64 * MIB && memory > available / 4) {
@@ -767,9 +780,10 @@ static void measure_storage(void) {
            "pwrite of 4 KiB over an allocated block, then fdatasync; in %s",
            storage_note);
 
-  /* Random 4 KiB reads of a 64 MiB file, bypassing the page cache. */
+  /* Random 4 KiB reads of a 64 MiB file (16 MiB with --quick), bypassing
+   * the page cache. */
   progress("SSD random read 4 KiB");
-  const size_t file_size = (size_t)(64 * MIB);
+  const size_t file_size = (size_t)(options.scale < 1 ? 16 * MIB : 64 * MIB);
   if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
     fail("ftruncate");
   }
@@ -803,8 +817,8 @@ static void measure_storage(void) {
   }
   samples_to_row(&rows[ROW_DISK_READ]);
   snprintf(rows[ROW_DISK_READ].method, sizeof rows[0].method,
-           "pread of a random 4 KiB block of a 64 MiB file (%s); in %s", how,
-           storage_note);
+           "pread of a random 4 KiB block of a %zu MiB file (%s); in %s",
+           file_size >> 20, how, storage_note);
   snprintf(rows[ROW_ROTATIONAL].method, sizeof rows[0].method,
            "not measured: the talk's figure only");
   free(block);
@@ -1381,13 +1395,14 @@ static void usage(FILE *out) {
   fprintf(out,
           "Usage: chat-latency [--out DIR] [--dir DIR] [--quick] [--quiet]\n"
           "Measures the talk's latency table on this machine (in under a "
-          "minute)\nand writes DIR/latency.md and DIR/latency.csv.\n\n"
-          "  --out DIR   where to write latency.md and latency.csv "
-          "(default: .)\n"
+          "minute)\nand writes latency.md, latency.csv and latency_sweep.csv "
+          "in DIR.\n\n"
+          "  --out DIR   where to write them (default: .)\n"
           "  --dir DIR   where to put the temporary file for the storage "
           "rows\n"
           "              (default: $TMPDIR, else /var/tmp); it is deleted\n"
-          "  --quick     fewer samples (a smoke test, not a measurement)\n"
+          "  --quick     fewer samples, smaller sets (a smoke test, not a\n"
+          "              measurement)\n"
           "  --quiet     no progress on standard error\n"
           "  -h, --help  this text\n");
 }

@@ -54,7 +54,7 @@ T_DATA, T_IAC, T_OPTION, T_SUB, T_SUB_IAC = range(5)
 LINE_END = re.compile(rb"[\r\n]")
 CONTROL_IN_MESSAGE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # TAB allowed
 CONTROL_IN_NAME = re.compile(rb"[\x00-\x1f\x7f]")
-SHUTDOWN_GRACE = 1.5  # seconds to flush goodbyes before closing by force
+SHUTDOWN_GRACE = 1.0  # seconds to flush goodbyes before closing by force
 
 
 def log(config, text):
@@ -261,10 +261,10 @@ class Protocol(asyncio.Protocol):
             line.decode("utf-8")  # strict: overlongs, surrogates... rejected
         except UnicodeDecodeError:
             return self.notice(INVALID_UTF8)
+        if self.username is None:  # the name rules cover control characters
+            return self.register(line.strip(b" \t"))
         if CONTROL_IN_MESSAGE.search(line):
             return self.notice(CONTROL_CHARACTERS)
-        if self.username is None:
-            return self.register(line.strip(b" \t"))
         command = line.strip(b" \t").upper()
         if command == b"NAMES":
             names = b"".join(b" %s\r\n" % name for name in self.room.users)
@@ -305,7 +305,6 @@ class Protocol(asyncio.Protocol):
         self.transport.abort()
 
     def login_timed_out(self):
-        log(self.config, f"{self.peer} timeout waiting for a user name")
         self.transport.write(TIMED_OUT)
         self.leave("timeout")
         self.transport.close()
@@ -319,8 +318,8 @@ class Protocol(asyncio.Protocol):
             log(self.config, f"{self.peer} {show(self.username)} departed: "
                 f"{cause}")
             self.room.deregister(self.username)
-        elif cause != "timeout":
-            log(self.config, f"{self.peer} left: {cause}")
+        else:
+            log(self.config, f"{self.peer} left unregistered: {cause}")
 
     def say_goodbye(self):
         """Server shutdown: one last line, then close after it is sent."""

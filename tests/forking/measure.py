@@ -87,7 +87,7 @@ def main():
                                                     for s in samples)
                              for key in ("Rss", "Pss", "Private_Dirty",
                                          "Private_Clean", "Shared_Clean",
-                                         "Shared_Dirty")}
+                                         "Shared_Dirty")} if samples else {}
                 load.stdin.write("go\n")
                 load.stdin.flush()
             elif line.startswith("@result"):
@@ -126,8 +126,9 @@ def main():
           f"(idle server {idle['rss'] / MIB:.1f} MiB)")
     print(f"user space per client  {(loaded['pss'] - idle['pss']) / n / 1024:.1f} "
           f"KiB of PSS")
-    print("one child (median)     " + ", ".join(
-        f"{key} {value / 1024:.0f} KiB" for key, value in child.items()))
+    if child:
+        print("one child (median)     " + ", ".join(
+            f"{key} {value / 1024:.0f} KiB" for key, value in child.items()))
     print("kernel, per client     " + ", ".join(
         f"{key} {kernel[key] / n / 1024:.1f} KiB"
         for key in ("KernelStack", "PageTables", "Slab") if key in kernel) +

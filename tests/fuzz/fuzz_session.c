@@ -10,9 +10,11 @@
  *   bytes 2-5  the sizes of successive chunks, in a cycle (0: all the rest)
  *
  * Invariants, each checked with abort() so that libFuzzer keeps the input:
- * - every room line ends with CR LF, holds no other control byte, and is
- *   valid UTF-8; every reply too, except that a notice while naming ends
- *   with the prompt, and a telnet refusal is IAC WONT x or IAC DONT x;
+ * - every room line is one line: it ends with CR LF, holds no other control
+ *   byte (TAB aside, which a message may hold), is valid UTF-8, and starts
+ *   with the sender's name; every reply too (without TAB), except that a
+ *   notice while naming ends with the prompt, and that a telnet refusal is
+ *   IAC WONT x or IAC DONT x;
  * - no reply contains 0xFF unless the input contained IAC;
  * - the framer never holds more than max_line bytes, and hands out no line
  *   longer than that;
@@ -47,8 +49,9 @@ enum { OWNER_CLIENT = 1, OWNER_ADA, OWNER_BOB };
 
 enum connection_end { END_CLOSED, END_SHUTDOWN, END_TIMEOUT };
 
-/* Everything anyone received, in order, each piece tagged with who got it:
- * what two runs of the same input must agree on. */
+/* A growable byte string. As a connection's transcript it holds everything
+ * anyone received, in order, each piece tagged with who got it: what two
+ * runs of the same input must agree on. */
 struct transcript {
   char *bytes;
   size_t length;

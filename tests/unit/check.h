@@ -138,19 +138,6 @@ static inline void buffer_append_string(struct byte_buffer *buffer,
   buffer_append(buffer, string, strlen(string));
 }
 
-/* Appends bytes escaped as check_print_bytes shows them, so that a log of
- * frames reads like the expected string written in the test. */
-static inline void buffer_append_escaped(struct byte_buffer *buffer,
-                                         const void *bytes, size_t length) {
-  char *text;
-  size_t text_length;
-  FILE *stream = open_memstream(&text, &text_length);
-  check_print_bytes(stream, bytes, length);
-  fclose(stream);
-  buffer_append(buffer, text, text_length);
-  free(text);
-}
-
 static inline void buffer_clear(struct byte_buffer *buffer) {
   buffer->length = 0;
 }
