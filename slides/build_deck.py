@@ -973,8 +973,11 @@ def main():
     print(f"build_deck: benchmark from "
           f"{', '.join(context.sources) or '(none yet: placeholder)'}")
     if args.pdf:
-        if write_pdf(args.out, args.pdf):
-            print(f"build_deck: PDF -> {args.pdf}")
+        try:
+            if write_pdf(args.out, args.pdf):
+                print(f"build_deck: PDF -> {args.pdf}")
+        except Exception as e:  # the HTML is the deck; the PDF a bonus
+            warn(f"no PDF: {e}")
     return 0
 
 

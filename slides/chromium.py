@@ -33,6 +33,16 @@ FLAGS = [
 ]
 
 
+def _die_with_parent():
+    """In the child, before exec: if this Python process dies (a test
+    timeout), the kernel kills Chromium too (PR_SET_PDEATHSIG = 1)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def find_chromium():
     """The path of Chromium (Debian's `chromium`), or None."""
     override = os.environ.get("CHROMIUM")
@@ -83,7 +93,12 @@ class Browser:
                  "bash", *argv],
                 pass_fds=(child_in, child_out), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_die_with_parent)
+        except OSError:
+            os.close(self.write_fd)
+            os.close(self.read_fd)
+            shutil.rmtree(self.profile, ignore_errors=True)
+            raise
         finally:
             os.close(child_in)
             os.close(child_out)

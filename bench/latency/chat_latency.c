@@ -896,6 +896,10 @@ static cpu_set_t saved_affinity;
 static void pin_to_one_cpu(void) {
   sched_getaffinity(0, sizeof saved_affinity, &saved_affinity);
   cpu_for_switches = sched_getcpu();
+  if (cpu_for_switches < 0 || !CPU_ISSET(cpu_for_switches, &saved_affinity)) {
+    cpu_for_switches = -1; /* unpinned: the method says so */
+    return;
+  }
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(cpu_for_switches, &one);

@@ -32,8 +32,8 @@ import sys
 VERSION = "1.0.0"
 EOL = b"\r\n"
 PROMPT = b"Enter user name: "
-INVALID_NAME = (b"Invalid user name: use 1-32 characters, no spaces, colons or "
-                b"control characters\r\n")
+INVALID_NAME = (b"Invalid user name: use 1-32 characters, no spaces, "
+                b"colons or control characters\r\n")
 NOT_AVAILABLE = b"Username %s not available\r\n"
 TOO_LONG = b"Line ignored: longer than %d bytes\r\n"
 INVALID_UTF8 = b"Line ignored: invalid UTF-8\r\n"
@@ -66,6 +66,12 @@ def log(config, text):
     sys.stderr.flush()
 
 
+def valid_name(name):
+    """1 to 32 characters (code points), no space, colon or control byte."""
+    return (1 <= len(name.decode("utf-8")) <= 32 and b" " not in name
+            and b":" not in name and not CONTROL_IN_NAME.search(name))
+
+
 def peer_name(transport):
     host, port = transport.get_extra_info("peername")[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -85,11 +91,8 @@ class ChatRoom:
         self.shutting_down = False
 
     def register(self, name, protocol):
-        if name in self.users:
-            return False
         self.users[name] = protocol
         self.broadcast(b"User %s arrived.\r\n" % name)
-        return True
 
     def deregister(self, name):
         """Announce a departure; a no-op when the name already left."""
@@ -279,8 +282,7 @@ class Protocol(asyncio.Protocol):
             self.room.message_from(self.username, line)
 
     def register(self, name):
-        if not (1 <= len(name.decode("utf-8")) <= 32) or b" " in name \
-                or b":" in name or CONTROL_IN_NAME.search(name):
+        if not valid_name(name):
             return self.notice(INVALID_NAME)
         if name in self.room.users:
             return self.notice(NOT_AVAILABLE % name)
@@ -305,6 +307,8 @@ class Protocol(asyncio.Protocol):
         self.transport.abort()
 
     def login_timed_out(self):
+        if self.closing:
+            return
         self.transport.write(TIMED_OUT)
         self.leave("timeout")
         self.transport.close()
@@ -462,8 +466,7 @@ async def serve(config, sockets, port):
     room.shutting_down = True
     for server in servers:
         server.close()
-    connections = list(room.connections)
-    for protocol in connections:
+    for protocol in list(room.connections):
         protocol.say_goodbye()
     deadline = loop.time() + SHUTDOWN_GRACE
     while room.connections and loop.time() < deadline:
@@ -475,7 +478,7 @@ async def serve(config, sockets, port):
 
 
 def main():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     config = parse_arguments(sys.argv[1:])
     try:

@@ -368,7 +368,7 @@ class Client:
         self.sent_iac = False
         self.closed = False
 
-    # -- sending ---------------------------------------------------------------
+    # -- sending -------------------------------------------------------------
 
     def send(self, data):
         data = as_bytes(data)
@@ -404,7 +404,7 @@ class Client:
                              struct.pack("ii", 1, 0))
         self.close()
 
-    # -- receiving -------------------------------------------------------------
+    # -- receiving -----------------------------------------------------------
 
     def _fill(self, deadline):
         """Receives once; False when the deadline passed first."""
@@ -647,6 +647,12 @@ class ChatTest(unittest.TestCase):
         if report:
             self.fail(f"{args!r}: sanitizer report:\n{report}")
         return done.returncode, done.stdout.decode("utf-8", "replace"), stderr
+
+    def run_commands(self, argument_lists):
+        """run_command for each list of arguments, at once; the results in
+        the same order."""
+        return run_parallel(*(lambda args=args: self.run_command(*args)
+                              for args in argument_lists))
 
 
 # -----------------------------------------------------------------------------
@@ -1471,8 +1477,9 @@ class Order(ChatTest):
         self.assertSameSequence(
             sequence[arrived + 1:arrived + 1 + len(seen_by_eve)],
             seen_by_eve, "ann and eve")
-        self.assertEqual(sum(line.startswith(b"eve: ") for line in seen_by_eve),
-                         10, "eve did not get all her own messages")
+        self.assertEqual(
+            sum(line.startswith(b"eve: ") for line in seen_by_eve), 10,
+            "eve did not get all her own messages")
 
 
 # -----------------------------------------------------------------------------
@@ -1488,7 +1495,7 @@ class CommandLine(ChatTest):
     def test_help(self):
         """§1: -h and --help print usage (every option) on stdout, exit 0."""
         for flag in ("--help", "-h"):
-            status, out, err = self.run_command(flag)
+            status, out, _ = self.run_command(flag)
             self.assertEqual(status, 0, f"{flag}: exit status")
             self.assertRegex(out.lower(), "usage", f"{flag}: no usage")
             for option in self.OPTIONS:
@@ -1497,7 +1504,7 @@ class CommandLine(ChatTest):
     def test_version(self):
         """§1: -V and --version print a version on stdout, exit 0."""
         for flag in ("--version", "-V"):
-            status, out, err = self.run_command(flag)
+            status, out, _ = self.run_command(flag)
             self.assertEqual(status, 0, f"{flag}: exit status")
             self.assertRegex(out, r"[0-9]+\.[0-9]+", f"{flag}: no version")
 
@@ -1517,8 +1524,8 @@ class CommandLine(ChatTest):
                  (["--login-timeout", "-1"], ["-1", "login-timeout"]),
                  (["Room", "notaport"], ["notaport"]),
                  (["Room", "0", "extra"], ["extra"])]
-        for args, names in cases:
-            status, out, err = self.run_command(*args)
+        results = self.run_commands([args for args, _ in cases])
+        for (args, names), (status, out, err) in zip(cases, results):
             self.assertEqual(status, 2, f"{args}: exit status; stderr {err!r}")
             self.assertNotIn("running on port", out, f"{args}: started")
             first = err.split("\n", 1)[0]
@@ -1529,14 +1536,16 @@ class CommandLine(ChatTest):
     def test_room_name_rules(self):
         """§1 (project decision): the room NAME is valid UTF-8 without
         control characters, 1 to 256 bytes; otherwise exit 2."""
-        for name in [b"", b"a" * 257, "é".encode() * 128 + b"a", b"a\x01b",
-                     b"tab\tname", b"del\x7f", b"\xc3\x28", b"line\nbreak"]:
-            status, out, err = self.run_command(b"-n", name, b"-p", b"0",
-                                                b"-H", b"127.0.0.1")
+        bad = [b"", b"a" * 257, "é".encode() * 128 + b"a", b"a\x01b",
+               b"tab\tname", b"del\x7f", b"\xc3\x28", b"line\nbreak"]
+        results = self.run_commands([[b"-n", name, b"-p", b"0", b"-H",
+                                      b"127.0.0.1"] for name in bad])
+        for name, (status, out, err) in zip(bad, results):
             self.assertEqual(status, 2, f"room name {name!r}: exit status")
             self.assertNotIn("running on port", out)
             self.assertTrue(err.strip(), f"room name {name!r}: no message")
-        for name in (b"a" * 256, "é".encode() * 128, "Chat ☕ Room".encode()):
+        for name in (b"a" * 256, "é".encode() * 128,
+                     "Chat ☕ Room".encode()):
             server = self.start(room=name, quiet=True)
             self.connected(server, "ada")
 
@@ -1838,7 +1847,9 @@ def main(argv):
         stream = io.StringIO()
         result = unittest.TextTestResult(
             unittest.runner._WritelnDecorator(stream), True, 2)
+        began = time.monotonic()
         test(result)
+        result.duration = time.monotonic() - began
         with lock:
             sys.stdout.write(stream.getvalue())
             sys.stdout.flush()
@@ -1873,6 +1884,10 @@ def main(argv):
         else:
             passed += 1
     print("-" * 70)
+    slowest = sorted(outcomes, key=lambda outcome: -outcome[1].duration)[:5]
+    print("Slowest: " + ", ".join(f"{test._testMethodName} "
+                                  f"{result.duration:.1f}s"
+                                  for test, result in slowest))
     print(f"Ran {len(tests)} tests in {elapsed:.3f}s\n")
     print("OK" if failed == 0 else f"FAILED (failed={failed})")
     summary = f"{passed} passed, {failed} failed"

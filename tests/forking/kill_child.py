@@ -14,10 +14,13 @@ mapping (glibc keeps the owner's thread id there), and kills it only if the
 owner is the child itself; otherwise it lets it run on and tries again, up
 to a limit, then kills it wherever it is.
 
+One round in five, the victim is killed instead a moment after it sent its
+name: before, during or after its join.
+
 Checked, every round: a marker line sent after the kill reaches every other
 client within a deadline (nobody stalls), and `User vN departed.` arrives.
 At the end: every client saw each victim arrive once and depart exactly
-once, after its arrival; NAMES lists exactly the survivors; the server has
+once, after its arrival (or, killed while joining, neither, and all agree); NAMES lists exactly the survivors; the server has
 one child per live connection and no zombie; at least one child was killed
 holding the lock, and the server logged a repair for each of those; SIGTERM
 stops it with status 0 within 2 seconds, with no child left and no
@@ -190,16 +193,20 @@ def children_of(pid):
 
 
 def child_serving(server_pid, server_port, client):
-    """The pid of the child that holds the server's end of client's socket."""
-    targets = {f"socket:[{inode}]" for inode in
-               server_side_inodes(server_port, client.sock.getsockname()[1])}
-    for child in children_of(server_pid):
-        try:
-            for fd in os.listdir(f"/proc/{child}/fd"):
-                if os.readlink(f"/proc/{child}/fd/{fd}") in targets:
-                    return child
-        except OSError:
-            continue  # it just exited
+    """The pid of the child that holds the server's end of client's socket
+    (waiting for the parent to accept and fork, if it has not yet)."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        targets = {f"socket:[{inode}]" for inode in server_side_inodes(
+            server_port, client.sock.getsockname()[1])}
+        for child in children_of(server_pid):
+            try:
+                for fd in os.listdir(f"/proc/{child}/fd"):
+                    if os.readlink(f"/proc/{child}/fd/{fd}") in targets:
+                        return child
+            except OSError:
+                continue  # it just exited
+        time.sleep(0.001)
     fail(f"no child of {server_pid} serves {client.name}")
 
 
@@ -250,6 +257,11 @@ def kill_in_lock(server_pid, address, victim, attempts):
 
 # ---- The test --------------------------------------------------------------
 
+def joining(round_number):
+    """One round in five kills the victim while it joins the room."""
+    return round_number % 5 == 4
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("server")
@@ -293,18 +305,30 @@ def run_rounds(args, server_pid, port):
     marks = {client.name: 0 for client in everyone}
     for round_number in range(args.rounds):
         name = f"v{round_number}"
-        victim = register(port, readers, name)
-        flood = Sender([victim], 20, 0.001,
-                       lambda client, i: (b"NAMES\r\n" if i % 10 == 0 else
-                                          b"%d %s\r\n" % (i, b"x" * 900)))
-        flood.start()
-        time.sleep(random.uniform(0.005, 0.03))
-        pid = child_serving(server_pid, port, victim)
-        # Every other round, the child dies wherever it happens to be.
-        attempts = args.attempts if round_number % 2 == 0 else 0
-        in_lock += kill_in_lock(server_pid, address, pid, attempts)
-        flood.stop.set()
-        flood.join()
+        if joining(round_number):
+            # It dies while it joins: before, during or after the change.
+            victim = Client(port, name)
+            readers.add(victim)
+            victim.wait_for(b"Welcome to ChatServer")
+            pid = child_serving(server_pid, port, victim)
+            victim.send(name.encode() + b"\r\n")
+            delay = random.choice((0, 0.0002, 0.0005, 0.001, 0.002))
+            if delay:
+                time.sleep(random.uniform(0, delay))
+            kill_in_lock(server_pid, None, pid, 0)
+        else:
+            victim = register(port, readers, name)
+            flood = Sender([victim], 20, 0.001,
+                           lambda client, i: (b"NAMES\r\n" if i % 10 == 0 else
+                                              b"%d %s\r\n" % (i, b"x" * 900)))
+            flood.start()
+            time.sleep(random.uniform(0.005, 0.03))
+            pid = child_serving(server_pid, port, victim)
+            # Every other round, the child dies wherever it happens to be.
+            attempts = args.attempts if round_number % 2 == 0 else 0
+            in_lock += kill_in_lock(server_pid, address, pid, attempts)
+            flood.stop.set()
+            flood.join()
 
         # Nobody stalls: a line said after the kill reaches everyone.
         killed_at = time.monotonic()
@@ -314,8 +338,10 @@ def run_rounds(args, server_pid, port):
             marks[client.name] = client.wait_for(b"c0: " + marker,
                                                  marks[client.name])
         slowest = max(slowest, time.monotonic() - killed_at)
-        for client in everyone:
-            client.wait_for(b"User %s departed." % name.encode())
+        if not joining(round_number) or everyone[0].count(
+                b"User %s arrived." % name.encode()):
+            for client in everyone:
+                client.wait_for(b"User %s departed." % name.encode())
         readers.remove(victim)
         victim.sock.close()
 
@@ -327,14 +353,19 @@ def run_rounds(args, server_pid, port):
         client.wait_for(b"c0: the end")
     for round_number in range(args.rounds):
         name = b"v%d" % round_number
+        # Killed while joining, a victim may never have arrived: then it
+        # never departs either, and everyone agrees.
+        once = everyone[0].count(b"User %s arrived." % name)
+        if once not in (0, 1) or (once == 0 and not joining(round_number)):
+            fail(f"{everyone[0].name} saw {name.decode()} arrive {once} times")
         for client in everyone:
             arrived = client.count(b"User %s arrived." % name)
             departed = client.count(b"User %s departed." % name)
-            if arrived != 1 or departed != 1:
+            if arrived != once or departed != once:
                 fail(f"{client.name} saw {name.decode()} arrive {arrived} and "
-                     f"depart {departed} times (once each expected)")
-            if (client.lines.index(b"User %s departed." % name) <
-                    client.lines.index(b"User %s arrived." % name)):
+                     f"depart {departed} times ({once} expected)")
+            if once and (client.lines.index(b"User %s departed." % name) <
+                         client.lines.index(b"User %s arrived." % name)):
                 fail(f"{client.name} saw {name.decode()} depart before arriving")
 
     start = len(watcher.lines)
@@ -353,8 +384,11 @@ def run_rounds(args, server_pid, port):
              f"{len(everyone)} connections")
     if address and args.rounds >= 10 and in_lock == 0:
         fail("no child was caught holding the lock: the repair went untested")
+    joins = [r for r in range(args.rounds) if joining(r)]
+    arrived = sum(everyone[0].count(b"User v%d arrived." % r) for r in joins)
     print(f"kill_child: {args.rounds} children killed ({in_lock} holding the "
-          f"room lock); slowest marker after a kill {slowest * 1000:.0f} ms")
+          f"room lock, {len(joins)} while joining, {arrived} of those after "
+          f"arriving); slowest marker after a kill {slowest * 1000:.0f} ms")
     readers.stopping = True
     for client in everyone:
         client.sock.close()

@@ -82,6 +82,16 @@ def memory_of(pid):
     return rss, pss, len(family)
 
 
+def alive(pid):
+    """True while pid is a live process (not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2] not in "ZX"
+
+
 def descendants(pid):
     parents = {}
     for entry in os.listdir("/proc"):
@@ -230,7 +240,7 @@ class Crowd:
             self.head[index] = head
 
     def poll(self, timeout):
-        for fd, events in self.epoll.poll(timeout, 4096):
+        for fd, _ in self.epoll.poll(timeout, 4096):
             index = self.by_fd[fd]
             if self.stage[index] == CONNECTING:
                 self.connected(index)
@@ -247,7 +257,7 @@ class Crowd:
 def run(args):
     command = ([sys.executable, args.server] if args.server.endswith(".py")
                else [args.server])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < args.clients + 64:
         raise Failure(f"open-file hard limit {hard} is too low for "
@@ -307,6 +317,7 @@ def run(args):
                      f"of Pss")
         log(text)
 
+        children = descendants(process.pid)
         stop_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
         try:
@@ -314,9 +325,18 @@ def run(args):
         except subprocess.TimeoutExpired:
             raise Failure(f"server still running {args.stop_within} s "
                           f"after SIGTERM")
-        log(f"SIGTERM -> exit {status} in {time.monotonic() - stop_at:.2f} s")
+        elapsed = time.monotonic() - stop_at
+        log(f"SIGTERM -> exit {status} in {elapsed:.2f} s"
+            + (" (NOTE: SPEC.md asks for 2 s)" if elapsed > 2 else ""))
         if status != 0:
             raise Failure(f"exit status {status} after SIGTERM")
+        deadline = time.monotonic() + 10 * TIME_FACTOR
+        while children and time.monotonic() < deadline:
+            children = {pid for pid in children if alive(pid)}
+            time.sleep(0.05)
+        if children:
+            raise Failure(f"{len(children)} processes of the server "
+                          f"outlived it")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
