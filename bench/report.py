@@ -697,6 +697,10 @@ def render_markdown(results, models, clients, summary, runs, charts,
     if results.get("interrupted"):
         say("**This sweep was interrupted**: the figures cover the runs that "
             "finished.\n")
+    for extra in results.get("appended", []):
+        say(f"Runs of {', '.join(extra['models'])} were added later "
+            f"({extra['date']}, {extra['repeats']} run(s) per N, load "
+            f"average {' '.join(extra['load_average'])}).\n")
 
     # The talk's table.
     say(f"## The C10K table, measured at N = {biggest:,}\n")

@@ -662,6 +662,9 @@ def parse_arguments():
                         metavar="MODEL",
                         help="exit 1 unless MODEL exists and every run of it "
                              "passed (CI's smoke test uses chat-evented)")
+    parser.add_argument("--append", action="store_true",
+                        help="add to the --out folder's earlier results "
+                             "(runs of the models run now are replaced)")
     parser.add_argument("--no-report", action="store_true")
     config = parser.parse_args()
     config.mode = config.mode or "quick"
@@ -688,6 +691,37 @@ def choose_pinning(disabled):
     return {"server": {cpus[-1]}, "load": {cpus[0]},
             "note": f"server on CPU {cpus[-1]}, chat-load and the sweep on "
                     f"CPU {cpus[0]}"}
+
+
+def extend_results(out_dir, new, models, progress):
+    """--append: keeps the folder's earlier runs (and its machine record)
+    except those of the models run now, which the new runs replace. For a
+    model that appeared after the sweep, or one to run again."""
+    path = os.path.join(out_dir, "runs.json")
+    if not os.path.exists(path):
+        return new
+    with open(path) as f:
+        old = json.load(f)
+    names = {m.name for m in models}
+    old["runs"] = [r for r in old["runs"] if r["model"] not in names]
+    order = {name: i for i, name in enumerate(MODEL_ORDER)}
+    old["models"] = sorted(
+        [m for m in old["models"] if m["name"] not in names] + new["models"],
+        key=lambda m: (order.get(m["name"], len(order)), m["name"]))
+    old["config"]["clients"] = sorted(set(old["config"]["clients"]) |
+                                      set(new["config"]["clients"]))
+    old["config"].setdefault("latency_rates", {}).update(
+        new["config"]["latency_rates"])
+    old.setdefault("appended", []).append({
+        "models": sorted(names), "date": new["machine"]["date"],
+        "load_average": new["machine"]["load_average"],
+        "repeats": new["config"]["repeats"],
+        "clients": new["config"]["clients"]})
+    old["limit_notes"] = sorted(set(old.get("limit_notes", []) +
+                                    new["limit_notes"]))
+    progress.note(f"  appending to {os.path.relpath(path)}: keeping "
+                  f"{len(old['runs'])} runs of other models")
+    return old
 
 
 def _interrupt(signum, frame):
@@ -751,6 +785,8 @@ def main():
     }
     results["config"]["latency_rates"] = {
         str(n): latency_rate(n, config) for n in config.clients}
+    if config.append:
+        results = extend_results(out_dir, results, models, progress)
 
     def save():
         with open(os.path.join(out_dir, "runs.json"), "w") as f:

@@ -559,6 +559,7 @@ static void release_user(const struct child *child) {
     struct chat_text name = room_member_name(room, member);
     log_departed(&child->peer, name.bytes, (unsigned)name.length,
                  DEPARTURE_ERROR);
+    /* The dead child's session, as far as its end needs it. */
     struct session session = {.name = name.bytes,
                               .name_length = (unsigned char)name.length,
                               .phase = SESSION_CHATTING};
@@ -663,6 +664,7 @@ static void run(void) {
     };
     if (poll(fds, 2, wait) < 0 && errno != EINTR) {
       log_line("poll failed: %s", strerror(errno));
+      shut_down(SIGTERM); /* cannot happen; stop cleanly if it does */
       return;
     }
     if (fds[0].revents & POLLIN) {

@@ -21,6 +21,10 @@ struct commit {
   uint32_t room; /* 0 or 1 */
 };
 
+/* Atomics shared by processes must work without a hidden lock. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_BOOL_LOCK_FREE == 2,
+               "lock-free atomics");
+
 /* The start of the mapping. */
 struct shared_header {
   pthread_mutex_t lock;

@@ -2,28 +2,35 @@
 """Scale check: N clients (default 10,000) in one room on one server.
 
 Usage:
-    python3 scale.py SERVER [--clients N] [--deadline SECONDS]
+    python3 scale.py SERVER [--clients N] [--window W] [--deadline SECONDS]
 
 SERVER is a server binary or the .py peer (run with this interpreter). The
 test starts it on a free port (-q, -H 127.0.0.1, --max-clients N+16, a
-large --max-backlog, no login timeout), connects N clients from several
-source addresses (127.0.0.2, 127.0.0.3, ... about 5,000 each, so ephemeral
-ports never run short), registers them as c0..cN-1, then c0 sends one
-message and every client must receive it before the deadline. Finally the
-server gets SIGTERM: it must exit 0, and its stderr must hold no sanitizer
-report.
+64 MiB --max-backlog, no login timeout) and then:
+
+1. connects N clients from several source addresses (127.0.0.2, 127.0.0.3,
+   ... 5,000 each, bound before connect, so ephemeral ports never run
+   short), W at a time so the accept queue never overflows; each must
+   receive exactly the welcome and the prompt;
+2. registers them as c0..cN-1, W names outstanding at a time; each must
+   receive its own arrival first;
+3. has c0 send one message, which every client must receive;
+
+all before the deadline (several minutes). Finally the server gets SIGTERM:
+it must exit 0 (the time is printed), leave no process behind, and its
+stderr must hold no sanitizer report.
 
 Each arrival goes to everyone already there: registering N clients moves
-about N*N/2 lines (1.1 GB at 10,000). One epoll loop reads with large
-recv() calls and looks only at the bytes it needs: the first bytes of each
-connection (welcome, prompt, its own arrival) and, at the end, the one
-message (keeping a short tail of each buffer for a line split between two
-reads). Everything else is counted and dropped, as it arrives, so no client
-falls behind the server's --max-backlog.
+N*(N+1)/2 lines (about 1 GB at 10,000). One epoll loop reads with large
+recv() calls into one buffer and looks only at the bytes it needs (the
+first bytes of each connection, then the one message, keeping a short tail
+of each stream for a line split between two reads); everything else is
+counted and dropped as it arrives, so no client falls behind the server.
 
-Prints progress, timings, and the server's memory: VmRSS idle and with N
-clients (and the summed Pss of its processes when it has children, since
-RSS counts shared pages once per process). Ends with `1 passed, 0 failed`
+Prints progress and timings, and the server's memory: VmRSS idle, with N
+connections, and with N registered users after the traffic, with the bytes
+per connection; for a server with child processes also the summed Pss
+(RSS counts shared pages once per process). Ends with `1 passed, 0 failed`
 or `0 passed, 1 failed`. Standard library only.
 """
 
@@ -46,11 +53,10 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "LeakSanitizer",
                      "SUMMARY: ")
 WELCOME = b"Welcome to ChatServer\r\nEnter user name: "
 RECV_SIZE = 256 * 1024
-CONNECTS_IN_FLIGHT = 512  # well below the accept backlog (somaxconn)
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 # Client stages.
-CONNECTING, JOINING, REGISTERED, DONE = range(4)
+CONNECTING, WELCOMED, JOINING, REGISTERED, DONE = range(5)
 
 
 class Failure(Exception):
@@ -59,27 +65,6 @@ class Failure(Exception):
 
 def log(text):
     print(text, flush=True)
-
-
-def memory_of(pid):
-    """(VmRSS of pid, summed Pss of pid and its descendants, process count)
-    in bytes; Pss is None when smaps_rollup is unreadable."""
-    rss = 0
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-    family = [pid] + sorted(descendants(pid))
-    pss = 0
-    for member in family:
-        try:
-            with open(f"/proc/{member}/smaps_rollup") as rollup:
-                for line in rollup:
-                    if line.startswith("Pss:"):
-                        pss += int(line.split()[1]) * 1024
-        except OSError:
-            return rss, None, len(family)
-    return rss, pss, len(family)
 
 
 def alive(pid):
@@ -110,15 +95,41 @@ def descendants(pid):
     return found
 
 
+def memory_of(pid):
+    """(VmRSS of pid, summed Pss of pid and its descendants or None,
+    number of processes), in bytes."""
+    rss = 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+    family = [pid] + sorted(descendants(pid))
+    pss = 0
+    for member in family:
+        try:
+            with open(f"/proc/{member}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except OSError:
+            pss = None
+            break
+    return rss, pss, len(family)
+
+
 def mib(value):
     return f"{value / 1048576:.1f} MiB"
 
 
-def describe_memory(label, memory):
+def report_memory(label, memory, idle=None, clients=0):
     rss, pss, processes = memory
     text = f"server memory {label}: VmRSS {mib(rss)}"
-    if processes > 1:
-        text += f", Pss of its {processes} processes {mib(pss or 0)}"
+    if processes > 1 and pss is not None:
+        text += f", Pss of its {processes} processes {mib(pss)}"
+    if idle is not None:
+        text += f"; per connection {(rss - idle[0]) / clients:.0f} bytes"
+        if processes > 1 and pss is not None and idle[1] is not None:
+            text += f" of VmRSS, {(pss - idle[1]) / clients:.0f} of Pss"
     log(text)
 
 
@@ -136,7 +147,7 @@ def start_server(command, clients):
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not select.select([process.stdout], [], [],
                                                remaining)[0]:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             raise Failure(f"no startup line; stdout {data!r}")
         chunk = os.read(process.stdout.fileno(), 4096)
         if not chunk:
@@ -145,13 +156,18 @@ def start_server(command, clients):
         data += chunk
     match = re.match(rb"ChatServer running on port ([0-9]+)\n", data)
     if not match:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         raise Failure(f"unexpected startup line {data!r}")
     return process, stderr, int(match.group(1))
 
 
 class Crowd:
-    """N client connections driven by one epoll loop."""
+    """N client connections driven by one epoll loop.
+
+    Each client goes CONNECTING -> WELCOMED (it has the welcome and the
+    prompt, so the server accepted it) -> JOINING (its name is sent) ->
+    REGISTERED (its own arrival came) -> DONE (the final message came).
+    """
 
     def __init__(self, port, count, per_address):
         self.port = port
@@ -160,21 +176,23 @@ class Crowd:
         self.epoll = select.epoll()
         self.socks = [None] * count
         self.stage = [CONNECTING] * count
-        self.head = [b""] * count  # the first bytes, until registered
+        self.head = [b""] * count  # bytes expected next, until registered
         self.tail = [b""] * count  # the end of the last read (final phase)
         self.by_fd = {}
-        self.started = 0       # connects begun
-        self.in_flight = 0     # connects not yet established
-        self.registered = 0
-        self.done = 0
+        self.counts = [0] * 5      # clients in each stage
         self.bytes = 0
         self.marker = None
         self.buffer = bytearray(RECV_SIZE)
 
+    def move(self, index, stage):
+        self.counts[self.stage[index]] -= 1
+        self.counts[stage] += 1
+        self.stage[index] = stage
+
     def begin_connect(self, index):
         source = f"127.0.0.{2 + index // self.per_address}"
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
+        try:  # the port is picked at connect(), per destination
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         except OSError:
             pass
@@ -187,19 +205,15 @@ class Crowd:
                           f"{os.strerror(result)}")
         self.socks[index] = sock
         self.by_fd[sock.fileno()] = index
-        self.epoll.register(sock.fileno(), select.EPOLLOUT)
-        self.in_flight += 1
-        self.started += 1
+        self.epoll.register(sock.fileno(), select.EPOLLIN)
+        self.head[index] = WELCOME
+        self.counts[CONNECTING] += 1
 
-    def connected(self, index):
-        sock = self.socks[index]
-        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
-            raise Failure(f"c{index}: connect: {os.strerror(error)}")
-        self.in_flight -= 1
-        self.stage[index] = JOINING
-        self.epoll.modify(sock.fileno(), select.EPOLLIN)
-        sock.send(b"c%d\n" % index)  # a few bytes: never blocks
+    def join(self, index):
+        """Sends the name (a few bytes: send() never blocks here)."""
+        self.move(index, JOINING)
+        self.head[index] = b"User c%d arrived.\r\n" % index
+        self.socks[index].send(b"c%d\n" % index)
 
     def readable(self, index):
         sock = self.socks[index]
@@ -211,47 +225,62 @@ class Crowd:
             raise Failure(f"c{index}: {error}")
         if size == 0:
             raise Failure(f"c{index}: the server closed the connection "
-                          f"(stage {self.stage[index]}, head "
-                          f"{self.head[index][:80]!r})")
+                          f"(stage {self.stage[index]})")
         self.bytes += size
         stage = self.stage[index]
-        if stage == JOINING:
-            self.joining(index, bytes(self.buffer[:size]))
+        if stage in (CONNECTING, JOINING):
+            self.expected(index, bytes(self.buffer[:size]))
+        elif stage == WELCOMED:
+            raise Failure(f"c{index}: unexpected "
+                          f"{bytes(self.buffer[:min(size, 200)])!r}")
         elif stage == REGISTERED and self.marker is not None:
             # The message may be split between two reads: keep a tail.
             data = self.tail[index] + bytes(self.buffer[:size])
             if self.marker in data:
-                self.stage[index] = DONE
-                self.done += 1
+                self.move(index, DONE)
             else:
                 self.tail[index] = data[1 - len(self.marker):]
 
-    def joining(self, index, data):
-        expected = WELCOME + b"User c%d arrived.\r\n" % index
-        head = self.head[index] + data
-        if head[:len(expected)] != expected[:len(head)]:
-            raise Failure(f"c{index}: expected {expected!r}, got "
-                          f"{head[:200]!r}")
-        if len(head) >= len(expected):
-            self.head[index] = b""
-            self.stage[index] = REGISTERED
-            self.registered += 1
+    def expected(self, index, data):
+        """The welcome, or the client's own arrival: exact bytes first."""
+        wanted = self.head[index]
+        if data[:len(wanted)] != wanted[:len(data)]:
+            raise Failure(f"c{index}: expected {wanted!r}, got "
+                          f"{data[:200]!r}")
+        if len(data) < len(wanted):
+            self.head[index] = wanted[len(data):]
+            return
+        self.head[index] = b""
+        if self.stage[index] == CONNECTING:
+            if len(data) > len(wanted):
+                raise Failure(f"c{index}: unexpected {data[len(wanted):]!r}")
+            self.move(index, WELCOMED)
         else:
-            self.head[index] = head
+            self.move(index, REGISTERED)  # later arrivals may follow
 
     def poll(self, timeout):
         for fd, _ in self.epoll.poll(timeout, 4096):
-            index = self.by_fd[fd]
-            if self.stage[index] == CONNECTING:
-                self.connected(index)
-            else:
-                self.readable(index)
+            self.readable(self.by_fd[fd])
 
     def close(self):
         for sock in self.socks:
             if sock is not None:
                 sock.close()
         self.epoll.close()
+
+
+def wait_until(crowd, done, deadline, what, progress):
+    """Polls until done() or the deadline; progress() every 5 s."""
+    start = last = time.monotonic()
+    while not done():
+        crowd.poll(0.2)
+        now = time.monotonic()
+        if now > deadline:
+            raise Failure(f"deadline while {what}: {progress()}")
+        if now - last >= 5:
+            last = now
+            log(f"  {now - start:6.1f} s: {progress()}")
+    return time.monotonic() - start
 
 
 def run(args):
@@ -264,58 +293,61 @@ def run(args):
                       f"{args.clients} clients")
     process, stderr, port = start_server(command, args.clients)
     crowd = None
+    n = args.clients
     try:
-        log(f"server pid {process.pid}, port {port}; {args.clients} clients "
-            f"from {(args.clients - 1) // args.per_address + 1} source "
-            f"addresses")
+        log(f"server pid {process.pid}, port {port}; {n} clients from "
+            f"{(n - 1) // args.per_address + 1} source addresses")
         idle = memory_of(process.pid)
-        describe_memory("idle", idle)
+        report_memory("idle", idle)
         deadline = time.monotonic() + args.deadline * TIME_FACTOR
-        crowd = Crowd(port, args.clients, args.per_address)
-        start = last_report = time.monotonic()
-        while crowd.registered < args.clients:
-            while (crowd.started < args.clients
-                   and crowd.in_flight < CONNECTS_IN_FLIGHT):
-                crowd.begin_connect(crowd.started)
-            crowd.poll(0.5)
-            now = time.monotonic()
-            if now > deadline:
-                raise Failure(f"deadline: {crowd.registered} of "
-                              f"{args.clients} registered")
-            if now - last_report >= 5:
-                last_report = now
-                log(f"  {now - start:6.1f} s: {crowd.started} connected, "
-                    f"{crowd.registered} registered, {mib(crowd.bytes)} "
-                    f"received")
-        registered_at = time.monotonic()
-        log(f"connect+register {args.clients}: {registered_at - start:.1f} s "
-            f"({mib(crowd.bytes)} of arrival lines received so far)")
+        crowd = Crowd(port, n, args.per_address)
+        counts = crowd.counts
 
+        def progress():
+            return (f"{counts[WELCOMED] + counts[JOINING]} welcomed, "
+                    f"{counts[REGISTERED] + counts[DONE]} registered, "
+                    f"{counts[DONE]} have the message, "
+                    f"{mib(crowd.bytes)} received")
+
+        # 1. Connect all, a window at a time (the accept queue never
+        # overflows); each must receive the welcome and the prompt.
+        started = 0
+
+        def all_welcomed():
+            nonlocal started
+            while started < n and counts[CONNECTING] < args.window:
+                crowd.begin_connect(started)
+                started += 1
+            return counts[WELCOMED] == n
+        took = wait_until(crowd, all_welcomed, deadline, "connecting",
+                          progress)
+        log(f"connect {n}: {took:.1f} s")
+        report_memory(f"with {n} connections (not registered)",
+                      memory_of(process.pid), idle, n)
+
+        # 2. Register all, a window at a time; each arrival goes to all.
+        joined = 0
+
+        def all_registered():
+            nonlocal joined
+            while joined < n and counts[JOINING] < args.window:
+                crowd.join(joined)
+                joined += 1
+            return counts[REGISTERED] == n
+        took = wait_until(crowd, all_registered, deadline, "registering",
+                          progress)
+        log(f"register {n}: {took:.1f} s ({mib(crowd.bytes)} of arrival "
+            f"lines received so far, {n * (n + 1) // 2} lines in all)")
+
+        # 3. One message from c0 must reach all.
         crowd.marker = b"c0: scale-check %d\r\n" % os.getpid()
         crowd.socks[0].send(crowd.marker[4:-2] + b"\n")
-        sent_at = time.monotonic()
-        while crowd.done < args.clients:
-            crowd.poll(0.5)
-            now = time.monotonic()
-            if now > deadline:
-                raise Failure(f"deadline: the message reached {crowd.done} "
-                              f"of {args.clients}")
-            if now - last_report >= 5:
-                last_report = now
-                log(f"  {now - sent_at:6.1f} s: message at {crowd.done}, "
-                    f"{mib(crowd.bytes)} received")
-        log(f"broadcast reached all {args.clients}: "
-            f"{(time.monotonic() - sent_at) * 1000:.0f} ms "
+        took = wait_until(crowd, lambda: counts[DONE] == n, deadline,
+                          "broadcasting", progress)
+        log(f"broadcast reached all {n}: {took * 1000:.0f} ms "
             f"({mib(crowd.bytes)} received in all)")
-
-        loaded = memory_of(process.pid)
-        describe_memory(f"with {args.clients} clients", loaded)
-        per = (loaded[0] - idle[0]) / args.clients
-        text = f"per connection: {per:.0f} bytes of VmRSS"
-        if loaded[2] > 1 and loaded[1] is not None and idle[1] is not None:
-            text += (f", {(loaded[1] - idle[1]) / args.clients:.0f} bytes "
-                     f"of Pss")
-        log(text)
+        report_memory(f"with {n} registered users, after the traffic",
+                      memory_of(process.pid), idle, n)
 
         children = descendants(process.pid)
         stop_at = time.monotonic()
@@ -358,6 +390,9 @@ def main():
     parser.add_argument("--clients", type=int, default=10000)
     parser.add_argument("--per-address", type=int, default=5000,
                         help="clients per source address (default 5000)")
+    parser.add_argument("--window", type=int, default=256,
+                        help="connects or registrations outstanding at once "
+                             "(default 256)")
     parser.add_argument("--deadline", type=float, default=600,
                         help="seconds for connect, register and broadcast")
     parser.add_argument("--stop-within", type=float, default=10,
