@@ -209,7 +209,9 @@ def median_figures(runs):
     summary = {}
     for key, group in groups.items():
         passed = [r for r in group if r["status"] == "ok"]
-        medians = {"runs": len(group), "passed": len(passed)}
+        skipped = [r for r in group if r["status"] == "skipped"]
+        medians = {"runs": len(group) - len(skipped), "passed": len(passed),
+                   "skipped": len(skipped)}
         for figure in CSV_FIGURES:
             values = [r["figures"][figure] for r in passed
                       if r["figures"].get(figure) is not None]
@@ -443,7 +445,9 @@ def evaluate_targets(models, clients, summary, runs):
                          "not measured"))
         else:
             rows.append((f"{model} completes N = 10,000",
-                         f"{at['passed']} of {at['runs']} runs passed",
+                         f"{at['passed']} of {at['runs']} runs passed" +
+                         (f" ({at['skipped']} skipped)"
+                          if at.get("skipped") else ""),
                          "met" if at["passed"] > 0 else "NOT MET"))
     evented = summary.get(("evented", 1000))
     cpu = evented.get("cpu_us_per_delivery") if evented else None
@@ -494,13 +498,21 @@ def evaluate_targets(models, clients, summary, runs):
     return rows
 
 
+def passed_text(s):
+    """"2/3": passed runs of those that ran, and the skipped ones."""
+    if not s:
+        return "not run"
+    text = f"{s['passed']}/{s['runs']}"
+    return text + (f" ({s['skipped']} skipped)" if s.get("skipped") else "")
+
+
 def c10k_table(models, n, summary):
     """The talk's table, one row per model, with the figures at N."""
     rows = []
     for model in models:
         row_name, how, who = C10K_ROWS.get(model, (model, model, ""))
         s = summary.get((model, n), {})
-        done = (f"{s['passed']}/{s['runs']}" if s else "not run")
+        done = passed_text(s)
         rows.append((f"**{row_name}**", f"`chat-{model}`: {how}", who, done,
                      fmt_bytes(s.get("user_bytes_per_conn")),
                      fmt_bytes(s.get("kernel_bytes_per_conn")),
@@ -728,6 +740,9 @@ def render_markdown(results, models, clients, summary, runs, charts,
         failures = [r for r in runs if r["model"] == model and
                     r["status"] not in ("ok",)]
         ran = sorted({r["clients"] for r in runs if r["model"] == model})
+        if not ran:
+            say(f"- **{model}** was not run (the sweep was stopped before).")
+            continue
         if not failures:
             missing = [n for n in clients if n not in ran]
             say(f"- **{model}** completed every N it ran "
@@ -773,7 +788,7 @@ def render_markdown(results, models, clients, summary, runs, charts,
             s = summary.get((model, n))
             if not s:
                 continue
-            rows.append((model, f"{n:,}", f"{s['passed']}/{s['runs']}",
+            rows.append((model, f"{n:,}", passed_text(s),
                          fmt_bytes(s.get("user_bytes_per_conn")),
                          fmt_bytes(s.get("kernel_stack_per_conn")),
                          fmt_bytes(s.get("page_tables_per_conn")),

@@ -34,7 +34,6 @@ import platform
 import resource
 import select
 import signal
-import shutil
 import socket
 import subprocess
 import sys

@@ -6,9 +6,10 @@
  * the room lives in memory the parent shared before the first fork
  * (shared_room.h): the registered names, and a ring of the room's lines
  * (event_ring.h) that each child reads from its own cursor and copies to its
- * own client. A process-shared, robust mutex guards both. A child killed at
- * any instant, even holding the lock, leaves the room whole, and the parent,
- * which reaps every child, makes a dead child's user depart.
+ * own client. Changes take a process-shared, robust mutex; reading the ring
+ * takes none. A child killed at any instant, even holding the lock, leaves
+ * the room whole, and the parent, which reaps every child, makes a dead
+ * child's user depart.
  *
  * Waiting: a child must wake for its socket or for a change in the room, and
  * cost nothing while both are quiet. It waits in epoll on two descriptors:
@@ -25,8 +26,7 @@
  * and page tables, and private copies of the pages it writes (its stack, its
  * buffers, libc's data); the code and the rest stay shared with the parent.
  * A message to the room costs one copy into the ring, then in every child a
- * wake-up, a turn of the lock, a copy out and a send: N context switches,
- * and N processes queuing on one lock, for every line.
+ * wake-up, a copy out and a send: N context switches for every line.
  *
  * Where it breaks: at thousands of connections, memory and the scheduler
  * (see README.md for the figures at 10,000), a fork per connection, and the
@@ -195,9 +195,9 @@ static void append_output(struct client *client, const char *bytes,
 }
 
 /* Copies the room lines the client has not had yet, from its cursor to the
- * head of the ring, into its output. With the lock held. What waits in the
- * ring counts toward the backlog too: a client more than --max-backlog bytes
- * behind is dropped, and no writer ever waited for it. */
+ * head of the ring, into its output; no lock needed (see shared_room.h).
+ * What waits in the ring counts toward the backlog too: a client more than
+ * --max-backlog bytes behind is dropped, and no writer ever waited for it. */
 static void catch_up(struct client *client) {
   if (client->state != CLIENT_OPEN || !session_is_registered(&client->session))
     return;
@@ -208,11 +208,10 @@ static void catch_up(struct client *client) {
   char *tail = pending(client) + behind > server.options.max_backlog
                    ? NULL
                    : output_tail(client, behind);
-  if (!tail) {
+  if (!tail || !shared_room_read(server.shared, client->cursor, tail, behind)) {
     drop_client(client, DEPARTURE_SLOW);
     return;
   }
-  shared_room_read(server.shared, client->cursor, tail, behind);
   client->output.length += behind;
   client->cursor = head;
 }
@@ -224,11 +223,7 @@ static void queue_output(struct client *client, const char *bytes,
                          size_t length) {
   if (length == 0)
     return;
-  if (session_is_registered(&client->session)) {
-    shared_room_lock(server.shared);
-    catch_up(client);
-    shared_room_unlock(server.shared);
-  }
+  catch_up(client);
   append_output(client, bytes, length);
 }
 
@@ -428,11 +423,8 @@ static void serve(struct client *client) {
           (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         read_input(client);
     }
-    if (session_is_registered(&client->session)) {
-      shared_room_lock(server.shared);
-      catch_up(client);
-      shared_room_unlock(server.shared);
-    } else if (client->state == CLIENT_OPEN && login_wait(client) == 0) {
+    catch_up(client);
+    if (client->state == CLIENT_OPEN && login_wait(client) == 0) {
       log_departed(&client->peer, NULL, 0, DEPARTURE_TIMEOUT);
       carry_out(client, session_timed_out(&client->session));
     }

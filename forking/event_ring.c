@@ -1,12 +1,12 @@
-/* A byte ring: every access is at most two copies, before and after the
- * point where the ring wraps. */
+/* A byte ring of atomic bytes, one at a time: lines are short, and a
+ * reader copies only what is new. */
 #include "event_ring.h"
 
-#include <string.h>
+#include <stdatomic.h>
 
 struct event_ring {
   uint64_t capacity;
-  char bytes[];
+  _Atomic unsigned char bytes[];
 };
 
 size_t event_ring_size(size_t capacity) {
@@ -26,15 +26,20 @@ size_t event_ring_capacity(const struct event_ring *ring) {
 void event_ring_write(struct event_ring *ring, uint64_t position,
                       const char *bytes, size_t length) {
   size_t at = (size_t)(position % ring->capacity);
-  size_t first = length < ring->capacity - at ? length : ring->capacity - at;
-  memcpy(ring->bytes + at, bytes, first);
-  memcpy(ring->bytes, bytes + first, length - first);
+  for (size_t i = 0; i < length; i++) {
+    atomic_store_explicit(&ring->bytes[at], (unsigned char)bytes[i],
+                          memory_order_relaxed);
+    if (++at == ring->capacity)
+      at = 0;
+  }
 }
 
 void event_ring_read(const struct event_ring *ring, uint64_t position,
                      char *out, size_t length) {
   size_t at = (size_t)(position % ring->capacity);
-  size_t first = length < ring->capacity - at ? length : ring->capacity - at;
-  memcpy(out, ring->bytes + at, first);
-  memcpy(out + first, ring->bytes, length - first);
+  for (size_t i = 0; i < length; i++) {
+    out[i] = (char)atomic_load_explicit(&ring->bytes[at], memory_order_relaxed);
+    if (++at == ring->capacity)
+      at = 0;
+  }
 }

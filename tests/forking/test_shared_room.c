@@ -96,7 +96,8 @@ static void replay(int round) {
   char *bytes = malloc(length + 1);
   if (!bytes)
     fail("out of memory", round);
-  shared_room_read(shared, replayed, bytes, length);
+  if (!shared_room_read(shared, replayed, bytes, length))
+    fail("the ring was overwritten while it was read", round);
   bytes[length] = '\0';
   replayed = head;
   char *line = bytes;

@@ -78,19 +78,18 @@ def alive(pid):
 
 
 def descendants(pid):
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    text = stat.read()
-            except OSError:
-                continue
-            parents[int(entry)] = int(text[text.rindex(")") + 2:].split()[1])
+    """The processes below pid, from /proc/PID/task/*/children."""
     found, frontier = set(), {pid}
     while frontier:
-        frontier = {p for p, parent in parents.items()
-                    if parent in frontier and p not in found}
+        below = set()
+        for parent in frontier:
+            try:
+                for task in os.listdir(f"/proc/{parent}/task"):
+                    with open(f"/proc/{parent}/task/{task}/children") as kids:
+                        below.update(int(kid) for kid in kids.read().split())
+            except OSError:
+                pass  # gone
+        frontier = below - found
         found |= frontier
     return found
 
