@@ -445,9 +445,10 @@ def evaluate_targets(models, clients, summary, runs):
                          "not measured"))
         else:
             rows.append((f"{model} completes N = 10,000",
-                         f"{at['passed']} of {at['runs']} runs passed" +
-                         (f" ({at['skipped']} skipped)"
-                          if at.get("skipped") else ""),
+                         (f"{at['passed']} of {at['runs']} runs passed" +
+                          (f" ({at['skipped']} skipped)"
+                           if at.get("skipped") else ""))
+                         if at["runs"] else "skipped (failed at a smaller N)",
                          "met" if at["passed"] > 0 else "NOT MET"))
     evented = summary.get(("evented", 1000))
     cpu = evented.get("cpu_us_per_delivery") if evented else None
@@ -502,6 +503,8 @@ def passed_text(s):
     """"2/3": passed runs of those that ran, and the skipped ones."""
     if not s:
         return "not run"
+    if s["runs"] == 0:
+        return "skipped"
     text = f"{s['passed']}/{s['runs']}"
     return text + (f" ({s['skipped']} skipped)" if s.get("skipped") else "")
 
