@@ -273,7 +273,7 @@ static void write_to_client(void *context, const char *bytes, size_t length) {
 }
 
 enum write_result {
-  WRITE_DONE,    /* everything queued was written */
+  WRITE_DONE,    /* all it took was written (more may have come since) */
   WRITE_BLOCKED, /* the socket is full */
   WRITE_BROKEN,  /* the connection is gone */
 };
