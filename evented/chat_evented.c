@@ -33,7 +33,6 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,8 +109,8 @@ static void list_append(struct client_list *list, struct client *client,
 
 static void list_remove(struct client_list *list, struct client *client,
                         bool waiting) {
-  struct client *previous = waiting ? client->waiting_previous
-                                    : client->previous;
+  struct client *previous =
+      waiting ? client->waiting_previous : client->previous;
   struct client *next = waiting ? client->waiting_next : client->next;
   if (previous)
     *(waiting ? &previous->waiting_next : &previous->next) = next;
@@ -185,8 +184,8 @@ static void client_free(struct client *client) {
 /* A registered user leaves the room: everyone else is told, once. */
 static void depart(struct client *client, enum departure_cause cause) {
   list_remove(&server.waiting_for_name, client, true);
-  log_departed(&client->peer, client->session.name,
-               client->session.name_length, cause);
+  log_departed(&client->peer, client->session.name, client->session.name_length,
+               cause);
   struct session_step step = session_end(&client->session, &server.session);
   if (step.room == SESSION_ROOM_LEAVE) {
     room_leave(server.room, client->member);
@@ -199,8 +198,7 @@ static void on_flushed(struct bufferevent *bev, void *arg) {
   client_free(arg);
 }
 
-static void on_closing_event(struct bufferevent *bev, short events,
-                             void *arg) {
+static void on_closing_event(struct bufferevent *bev, short events, void *arg) {
   (void)bev;
   (void)events; /* the peer went away, or the flush timed out */
   client_free(arg);
@@ -257,8 +255,8 @@ static void join_room(struct client *client, struct chat_text name) {
     list_remove(&server.waiting_for_name, client, true);
     log_registered(&client->peer, stored, (unsigned)name.length);
   }
-  carry_out(client, session_joined(&client->session, &server.session, name,
-                                   stored));
+  carry_out(client,
+            session_joined(&client->session, &server.session, name, stored));
 }
 
 /* Carries out one step of the session logic. Returns false when the client
@@ -372,8 +370,7 @@ static void on_accept(struct evconnlistener *listener, evutil_socket_t fd,
     evutil_closesocket(fd);
     return;
   }
-  int on = 1; /* room lines are small: send each at once */
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  listener_send_at_once(fd);
   client->bev = bev;
   client->peer = peer;
   client->member = -1;
@@ -442,8 +439,7 @@ static void on_login_timer(evutil_socket_t fd, short events, void *arg) {
 
 /* ---- Shutdown ------------------------------------------------------- */
 
-static void on_shutdown_deadline(evutil_socket_t fd, short events,
-                                 void *arg) {
+static void on_shutdown_deadline(evutil_socket_t fd, short events, void *arg) {
   (void)fd;
   (void)events;
   (void)arg;
@@ -452,8 +448,7 @@ static void on_shutdown_deadline(evutil_socket_t fd, short events,
 
 /* SIGINT or SIGTERM: stop accepting, tell every client, let the goodbyes
  * drain for a moment, then leave the loop. */
-static void on_signal(evutil_socket_t signal_number, short events,
-                      void *arg) {
+static void on_signal(evutil_socket_t signal_number, short events, void *arg) {
   (void)events;
   (void)arg;
   if (server.shutting_down)
@@ -491,8 +486,8 @@ static bool create_events(void) {
   server.shutdown_deadline =
       evtimer_new(server.base, on_shutdown_deadline, NULL);
   return server.on_sigint && server.on_sigterm && server.login_timer &&
-         server.accept_retry && server.drop_slow &&
-         server.shutdown_deadline && event_add(server.on_sigint, NULL) == 0 &&
+         server.accept_retry && server.drop_slow && server.shutdown_deadline &&
+         event_add(server.on_sigint, NULL) == 0 &&
          event_add(server.on_sigterm, NULL) == 0;
 }
 
@@ -515,9 +510,9 @@ static struct event_base *new_event_base(void) {
 static void free_everything(void) {
   while (server.clients.first) /* clients that never finished closing */
     client_free(server.clients.first);
-  struct event *events[] = {server.on_sigint,    server.on_sigterm,
-                            server.login_timer,  server.accept_retry,
-                            server.drop_slow,    server.shutdown_deadline};
+  struct event *events[] = {server.on_sigint,   server.on_sigterm,
+                            server.login_timer, server.accept_retry,
+                            server.drop_slow,   server.shutdown_deadline};
   for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
     if (events[i])
       event_free(events[i]);
@@ -531,20 +526,11 @@ static void free_everything(void) {
 }
 
 int main(int argc, char *argv[]) {
-  int status = options_parse(&server.options, argc, argv, stdout, stderr);
-  if (status != OPTIONS_RUN)
-    return status;
-  log_set_quiet(server.options.quiet);
-  startup_prepare_process();
-
-  char error[256];
   unsigned port;
-  int fd = listener_open(server.options.host, server.options.port, &port,
-                         error, sizeof error);
-  if (fd < 0) {
-    fprintf(stderr, "chat-evented: %s\n", error);
-    return 1;
-  }
+  int status;
+  int fd = startup_listen(&server.options, argc, argv, &port, &status);
+  if (fd < 0)
+    return status;
   size_t scratch_size = session_scratch_size(server.options.max_line);
   server.session = (struct session_context){
       .room_name = server.options.room_name,

@@ -684,8 +684,7 @@ static void on_accept(int fd, const struct sockaddr *address) {
     close(fd);
     return;
   }
-  int on = 1; /* room lines are small: send each at once */
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  listener_send_at_once(fd);
   client->stack = stack;
   client->fd = fd;
   client->peer = peer;
@@ -883,20 +882,11 @@ static void free_everything(void) {
 }
 
 int main(int argc, char *argv[]) {
-  int status = options_parse(&server.options, argc, argv, stdout, stderr);
-  if (status != OPTIONS_RUN)
-    return status;
-  log_set_quiet(server.options.quiet);
-  startup_prepare_process();
-
-  char error[256];
   unsigned port;
-  server.listener = listener_open(server.options.host, server.options.port,
-                                  &port, error, sizeof error);
-  if (server.listener < 0) {
-    fprintf(stderr, "chat-threaded: %s\n", error);
-    return 1;
-  }
+  int status;
+  server.listener = startup_listen(&server.options, argc, argv, &port, &status);
+  if (server.listener < 0)
+    return status;
   server.session = (struct session_context){
       .room_name = server.options.room_name,
       .max_line = server.options.max_line,

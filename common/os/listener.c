@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -87,4 +88,9 @@ int listener_open(const char *host, unsigned port, unsigned *bound_port,
   }
   *bound_port = local_port(fd);
   return fd;
+}
+
+void listener_send_at_once(int fd) {
+  int on = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
 }

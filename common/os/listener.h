@@ -12,4 +12,8 @@
 int listener_open(const char *host, unsigned port, unsigned *bound_port,
                   char *error, size_t error_size);
 
+/* Lets an accepted connection send each small write at once (no Nagle
+ * delay): room lines are small, and a chat wants them now. */
+void listener_send_at_once(int fd);
+
 #endif

@@ -9,7 +9,9 @@
 
 static bool log_quiet;
 
-void log_set_quiet(bool quiet) { log_quiet = quiet; }
+void log_set_quiet(bool quiet) {
+  log_quiet = quiet;
+}
 
 struct peer_address peer_address_from(const struct sockaddr *address) {
   struct peer_address peer = {0};
@@ -36,9 +38,8 @@ void peer_address_format(const struct peer_address *peer,
   char host[INET6_ADDRSTRLEN] = "?";
   if (peer->family == AF_INET || peer->family == AF_INET6)
     inet_ntop(peer->family, peer->bytes, host, sizeof host);
-  snprintf(text, PEER_TEXT_SIZE,
-           peer->family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
-           (unsigned)peer->port);
+  snprintf(text, PEER_TEXT_SIZE, peer->family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+           host, (unsigned)peer->port);
 }
 
 void log_line(const char *format, ...) {
@@ -54,8 +55,8 @@ void log_line(const char *format, ...) {
                              now.tv_nsec / 1000000);
   va_list arguments;
   va_start(arguments, format);
-  int added = vsnprintf(line + length, sizeof line - length - 1, format,
-                        arguments);
+  int added =
+      vsnprintf(line + length, sizeof line - length - 1, format, arguments);
   va_end(arguments);
   if (added > 0)
     length += (size_t)added < sizeof line - length - 1
