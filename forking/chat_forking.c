@@ -12,15 +12,16 @@
  * child's user depart.
  *
  * Waiting: a child must wake for its socket or for a change in the room, and
- * cost nothing while both are quiet. It waits in epoll on two descriptors:
- * its socket, and one eventfd that the parent made before forking, which
- * every child watches edge-triggered and never reads. Whoever changes the
- * room writes to it once, and the kernel wakes every child. The others do
- * not fit: a futex or a process-shared condition variable cannot be waited
- * on together with a socket (and the condition variable can hang when a
- * waiter dies, glibc bug 21422); a signal per child would cost each writer
- * one kill() per child. Never read, the eventfd's counter would fill up
- * after 2^64 - 2 writes: a writer that finds it full empties it first.
+ * cost nothing while both are quiet. It waits in epoll on its socket and on
+ * an eventfd that the parent made before forking, which every child in the
+ * room watches edge-triggered and never reads. Whoever changes the room
+ * writes to it once, and the kernel wakes every child in the room (a second
+ * eventfd, written at shutdown, wakes all). The others do not fit: a futex
+ * or a process-shared condition variable cannot be waited on together with
+ * a socket (and the condition variable can hang when a waiter dies, glibc
+ * bug 21422); a signal per child would cost each writer one kill() per
+ * child. Never read, an eventfd's counter would fill up after 2^64 - 2
+ * writes: a writer that finds it full empties it first.
  *
  * Its cost: a process per connection: a kernel task with its kernel stack
  * and page tables, and private copies of the pages it writes (its stack, its
@@ -46,7 +47,6 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -54,6 +54,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -76,6 +77,8 @@
 #define ACCEPT_BATCH 64
 /* Bytes read from a socket at a time. */
 #define READ_CHUNK 4096
+/* How much nicer a child becomes once it is in the room (see join_room). */
+#define ROOM_NICENESS 5
 
 enum client_state {
   CLIENT_OPEN,    /* reading and writing */
@@ -246,6 +249,13 @@ static bool flush_output(struct client *client) {
   return true;
 }
 
+/* Adds one of the shared wake-ups (see shared_room.h) to the child's epoll:
+ * edge-triggered, so that it can be left unread. */
+static bool watch_wake_up(struct client *client, int fd) {
+  struct epoll_event event = {.events = EPOLLIN | EPOLLET, .data.fd = fd};
+  return epoll_ctl(client->epoll, EPOLL_CTL_ADD, fd, &event) == 0;
+}
+
 /* Asks epoll to report a writable socket only while output waits for one:
  * otherwise an idle client's socket, always writable, would wake it. */
 static void watch_output(struct client *client, bool reading) {
@@ -280,7 +290,7 @@ static void depart(struct client *client, enum departure_cause cause) {
  * before the deadline. It hears no more of the room. */
 static void close_after_flush(struct client *client, long long deadline) {
   epoll_ctl(client->epoll, EPOLL_CTL_DEL, shared_room_wake_fd(server.shared),
-            NULL);
+            NULL); /* if it was in the room */
   client->watching_output = false;
   long long left;
   while (flush_output(client) && pending(client) > 0 &&
@@ -313,10 +323,19 @@ static void join_room(struct client *client, struct chat_text name) {
   if (member >= 0)
     shared_room_publish(server.shared, step.room_line);
   shared_room_unlock(server.shared);
-  if (member >= 0)
-    log_registered(&client->peer, stored, (unsigned)name.length);
-  else
+  if (member < 0) {
     carry_out(client, step); /* the name is taken: ask again */
+    return;
+  }
+  log_registered(&client->peer, stored, (unsigned)name.length);
+  /* Only now does the room's wake-up concern it: a connection still
+   * choosing a name has no business waking for every line. */
+  if (!watch_wake_up(client, shared_room_wake_fd(server.shared)))
+    drop_client(client, DEPARTURE_ERROR);
+  /* In the room, every line wakes every child: a child there yields to the
+   * parent accepting and to newcomers joining, or 10,000 of them would
+   * starve both. Delivering a little later, it also copies more per turn. */
+  setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0) + ROOM_NICENESS);
 }
 
 /* Carries out one step of the session logic. Returns false when the client
@@ -464,13 +483,9 @@ static void run_child(int fd, const struct peer_address *peer,
     client.login_deadline = accepted_at + server.options.login_timeout * 1000LL;
   client.epoll = epoll_create1(EPOLL_CLOEXEC);
   struct epoll_event socket_event = {.events = EPOLLIN, .data.fd = fd};
-  struct epoll_event wake_event = {.events = EPOLLIN | EPOLLET,
-                                   .data.fd =
-                                       shared_room_wake_fd(server.shared)};
   if (client.epoll < 0 ||
       epoll_ctl(client.epoll, EPOLL_CTL_ADD, fd, &socket_event) < 0 ||
-      epoll_ctl(client.epoll, EPOLL_CTL_ADD, wake_event.data.fd, &wake_event) <
-          0) {
+      !watch_wake_up(&client, shared_room_stop_fd(server.shared))) {
     log_refused(peer, strerror(errno));
     _exit(1);
   }
@@ -530,8 +545,7 @@ static void on_accept(void) {
       refuse_full(fd, &peer);
       continue;
     }
-    int on = 1; /* room lines are small: send each at once */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    listener_send_at_once(fd);
     spawn_child(fd, &peer);
   }
 }
@@ -695,20 +709,11 @@ static void free_everything(void) {
 }
 
 int main(int argc, char *argv[]) {
-  int status = options_parse(&server.options, argc, argv, stdout, stderr);
-  if (status != OPTIONS_RUN)
-    return status;
-  log_set_quiet(server.options.quiet);
-  startup_prepare_process();
-
-  char error[256];
   unsigned port;
-  server.listener = listener_open(server.options.host, server.options.port,
-                                  &port, error, sizeof error);
-  if (server.listener < 0) {
-    fprintf(stderr, "chat-forking: %s\n", error);
-    return 1;
-  }
+  int status;
+  server.listener = startup_listen(&server.options, argc, argv, &port, &status);
+  if (server.listener < 0)
+    return status;
   size_t scratch_size = session_scratch_size(server.options.max_line);
   server.session = (struct session_context){
       .room_name = server.options.room_name,

@@ -46,7 +46,8 @@ struct shared_room {
   struct room *rooms[2];
   size_t room_bytes;
   struct event_ring *ring;
-  int wake_fd;
+  int wake_fd; /* the room changed */
+  int stop_fd; /* the server is stopping */
   /* The change this process staged on the spare room, to repeat on the
    * other copy once it is committed. */
   enum { STAGED_NOTHING, STAGED_JOIN, STAGED_LEAVE } staged;
@@ -101,10 +102,14 @@ struct shared_room *shared_room_create(size_t max_clients,
   }
   shared->header = (struct shared_header *)mapping;
   shared->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (shared->wake_fd < 0 || !init_lock(&shared->header->lock)) {
+  shared->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (shared->wake_fd < 0 || shared->stop_fd < 0 ||
+      !init_lock(&shared->header->lock)) {
     int saved = errno;
     if (shared->wake_fd >= 0)
       close(shared->wake_fd);
+    if (shared->stop_fd >= 0)
+      close(shared->stop_fd);
     munmap(mapping, shared->mapping_size);
     free(shared);
     errno = saved;
@@ -125,6 +130,7 @@ void shared_room_destroy(struct shared_room *shared) {
   pthread_mutex_destroy(&shared->header->lock);
   munmap(shared->header, shared->mapping_size);
   close(shared->wake_fd);
+  close(shared->stop_fd);
   free(shared);
 }
 
@@ -238,22 +244,31 @@ int shared_room_wake_fd(const struct shared_room *shared) {
   return shared->wake_fd;
 }
 
-void shared_room_wake(struct shared_room *shared) {
+int shared_room_stop_fd(const struct shared_room *shared) {
+  return shared->stop_fd;
+}
+
+/* Writes 1 to an eventfd nobody reads: an edge for every watcher. */
+static void signal_watchers(int fd) {
   uint64_t one = 1;
-  if (write(shared->wake_fd, &one, sizeof one) < 0 && errno == EAGAIN) {
+  if (write(fd, &one, sizeof one) < 0 && errno == EAGAIN) {
     /* The counter is full, after 2^64 - 2 wake-ups nobody read: empty it
      * (that wakes nobody) and write again (that wakes everyone). */
     uint64_t count;
-    ssize_t emptied = read(shared->wake_fd, &count, sizeof count);
+    ssize_t emptied = read(fd, &count, sizeof count);
     (void)emptied; /* EAGAIN: another writer emptied it first */
-    if (write(shared->wake_fd, &one, sizeof one) < 0)
-      log_line("cannot wake the room: %s", strerror(errno));
+    if (write(fd, &one, sizeof one) < 0)
+      log_line("cannot wake the children: %s", strerror(errno));
   }
+}
+
+void shared_room_wake(struct shared_room *shared) {
+  signal_watchers(shared->wake_fd);
 }
 
 void shared_room_shut_down(struct shared_room *shared) {
   atomic_store(&shared->header->shutting_down, true);
-  shared_room_wake(shared);
+  signal_watchers(shared->stop_fd);
 }
 
 bool shared_room_is_shutting_down(const struct shared_room *shared) {

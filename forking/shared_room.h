@@ -91,9 +91,12 @@ uint64_t shared_room_head(const struct shared_room *shared);
 bool shared_room_read(const struct shared_room *shared, uint64_t from,
                       char *out, size_t length);
 
-/* The wake-up: an eventfd every child watches with EPOLLIN | EPOLLET and
- * never reads. Each write to it is an edge: every watcher wakes once. */
+/* The wake-ups: eventfds a child watches with EPOLLIN | EPOLLET and never
+ * reads; each write is an edge that wakes every watcher once. The room's
+ * is written when the room changes, and watched by the children in it;
+ * the stop one is written once, at shutdown, and watched by all. */
 int shared_room_wake_fd(const struct shared_room *shared);
+int shared_room_stop_fd(const struct shared_room *shared);
 void shared_room_wake(struct shared_room *shared);
 
 /* The server is stopping: sets the flag every child checks when it wakes,
