@@ -30,8 +30,8 @@ static struct chat_text format(const struct session_context *context,
                                const char *pattern, ...) {
   va_list arguments;
   va_start(arguments, pattern);
-  int length = vsnprintf(context->scratch, context->scratch_size, pattern,
-                         arguments);
+  int length =
+      vsnprintf(context->scratch, context->scratch_size, pattern, arguments);
   va_end(arguments);
   if (length < 0)
     length = 0;
@@ -47,8 +47,8 @@ static struct session_step notice(const struct session *session,
                                   struct chat_text text) {
   if (session->phase != SESSION_NAMING)
     return reply(text);
-  return reply(format(context, "%.*s" CHAT_PROMPT, (int)text.length,
-                      text.bytes));
+  return reply(
+      format(context, "%.*s" CHAT_PROMPT, (int)text.length, text.bytes));
 }
 
 static struct chat_text trim(const char *line, size_t length) {
@@ -176,9 +176,8 @@ struct session_step session_joined(struct session *session,
   session->name = stored_name;
   session->name_length = (unsigned char)requested.length;
   session->phase = SESSION_CHATTING;
-  struct chat_text arrived =
-      format(context, "User %.*s arrived." CHAT_EOL, (int)requested.length,
-             requested.bytes);
+  struct chat_text arrived = format(context, "User %.*s arrived." CHAT_EOL,
+                                    (int)requested.length, requested.bytes);
   return (struct session_step){.room = SESSION_ROOM_SAY, .room_line = arrived};
 }
 
@@ -198,9 +197,8 @@ struct session_step session_end(struct session *session,
   session->phase = SESSION_CLOSED;
   if (!session->name)
     return reply((struct chat_text){NULL, 0});
-  struct chat_text departed =
-      format(context, "User %.*s departed." CHAT_EOL,
-             (int)session->name_length, session->name);
+  struct chat_text departed = format(context, "User %.*s departed." CHAT_EOL,
+                                     (int)session->name_length, session->name);
   session->name = NULL;
   session->name_length = 0;
   return (struct session_step){.room = SESSION_ROOM_LEAVE,
