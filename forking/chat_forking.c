@@ -6,10 +6,9 @@
  * the room lives in memory the parent shared before the first fork
  * (shared_room.h): the registered names, and a ring of the room's lines
  * (event_ring.h) that each child reads from its own cursor and copies to its
- * own client. Changes take a process-shared, robust mutex; reading the ring
- * takes none. A child killed at any instant, even holding the lock, leaves
- * the room whole, and the parent, which reaps every child, makes a dead
- * child's user depart.
+ * own client. A process-shared, robust mutex guards both. A child killed at
+ * any instant, even holding the lock, leaves the room whole, and the parent,
+ * which reaps every child, makes a dead child's user depart.
  *
  * Waiting: a child must wake for its socket or for a change in the room, and
  * cost nothing while both are quiet. It waits in epoll on its socket and on
@@ -27,7 +26,8 @@
  * and page tables, and private copies of the pages it writes (its stack, its
  * buffers, libc's data); the code and the rest stay shared with the parent.
  * A message to the room costs one copy into the ring, then in every child a
- * wake-up, a copy out and a send: N context switches for every line.
+ * wake-up, a turn of the lock, a copy out and a send: N context switches,
+ * and N processes queuing on one lock, for every line.
  *
  * Where it breaks: at thousands of connections, memory and the scheduler
  * (see README.md for the figures at 10,000), a fork per connection, and the
@@ -54,7 +54,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -77,8 +76,6 @@
 #define ACCEPT_BATCH 64
 /* Bytes read from a socket at a time. */
 #define READ_CHUNK 4096
-/* How much nicer a child becomes once it is in the room (see join_room). */
-#define ROOM_NICENESS 5
 
 enum client_state {
   CLIENT_OPEN,    /* reading and writing */
@@ -198,9 +195,9 @@ static void append_output(struct client *client, const char *bytes,
 }
 
 /* Copies the room lines the client has not had yet, from its cursor to the
- * head of the ring, into its output; no lock needed (see shared_room.h).
- * What waits in the ring counts toward the backlog too: a client more than
- * --max-backlog bytes behind is dropped, and no writer ever waited for it. */
+ * head of the ring, into its output. With the lock held. What waits in the
+ * ring counts toward the backlog too: a client more than --max-backlog bytes
+ * behind is dropped, and no writer ever waited for it. */
 static void catch_up(struct client *client) {
   if (client->state != CLIENT_OPEN || !session_is_registered(&client->session))
     return;
@@ -211,10 +208,11 @@ static void catch_up(struct client *client) {
   char *tail = pending(client) + behind > server.options.max_backlog
                    ? NULL
                    : output_tail(client, behind);
-  if (!tail || !shared_room_read(server.shared, client->cursor, tail, behind)) {
+  if (!tail) {
     drop_client(client, DEPARTURE_SLOW);
     return;
   }
+  shared_room_read(server.shared, client->cursor, tail, behind);
   client->output.length += behind;
   client->cursor = head;
 }
@@ -226,7 +224,11 @@ static void queue_output(struct client *client, const char *bytes,
                          size_t length) {
   if (length == 0)
     return;
-  catch_up(client);
+  if (session_is_registered(&client->session)) {
+    shared_room_lock(server.shared);
+    catch_up(client);
+    shared_room_unlock(server.shared);
+  }
   append_output(client, bytes, length);
 }
 
@@ -332,10 +334,6 @@ static void join_room(struct client *client, struct chat_text name) {
    * choosing a name has no business waking for every line. */
   if (!watch_wake_up(client, shared_room_wake_fd(server.shared)))
     drop_client(client, DEPARTURE_ERROR);
-  /* In the room, every line wakes every child: a child there yields to the
-   * parent accepting and to newcomers joining, or 10,000 of them would
-   * starve both. Delivering a little later, it also copies more per turn. */
-  setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0) + ROOM_NICENESS);
 }
 
 /* Carries out one step of the session logic. Returns false when the client
@@ -442,8 +440,11 @@ static void serve(struct client *client) {
           (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         read_input(client);
     }
-    catch_up(client);
-    if (client->state == CLIENT_OPEN && login_wait(client) == 0) {
+    if (session_is_registered(&client->session)) {
+      shared_room_lock(server.shared);
+      catch_up(client);
+      shared_room_unlock(server.shared);
+    } else if (client->state == CLIENT_OPEN && login_wait(client) == 0) {
       log_departed(&client->peer, NULL, 0, DEPARTURE_TIMEOUT);
       carry_out(client, session_timed_out(&client->session));
     }

@@ -1,12 +1,12 @@
-/* A byte ring of atomic bytes, one at a time: lines are short, and a
- * reader copies only what is new. */
+/* A byte ring: every access is at most two copies, before and after the
+ * point where the ring wraps. */
 #include "event_ring.h"
 
-#include <stdatomic.h>
+#include <string.h>
 
 struct event_ring {
   uint64_t capacity;
-  _Atomic unsigned char bytes[];
+  char bytes[];
 };
 
 size_t event_ring_size(size_t capacity) {
@@ -26,20 +26,15 @@ size_t event_ring_capacity(const struct event_ring *ring) {
 void event_ring_write(struct event_ring *ring, uint64_t position,
                       const char *bytes, size_t length) {
   size_t at = (size_t)(position % ring->capacity);
-  for (size_t i = 0; i < length; i++) {
-    atomic_store_explicit(&ring->bytes[at], (unsigned char)bytes[i],
-                          memory_order_relaxed);
-    if (++at == ring->capacity)
-      at = 0;
-  }
+  size_t first = length < ring->capacity - at ? length : ring->capacity - at;
+  memcpy(ring->bytes + at, bytes, first);
+  memcpy(ring->bytes, bytes + first, length - first);
 }
 
 void event_ring_read(const struct event_ring *ring, uint64_t position,
                      char *out, size_t length) {
   size_t at = (size_t)(position % ring->capacity);
-  for (size_t i = 0; i < length; i++) {
-    out[i] = (char)atomic_load_explicit(&ring->bytes[at], memory_order_relaxed);
-    if (++at == ring->capacity)
-      at = 0;
-  }
+  size_t first = length < ring->capacity - at ? length : ring->capacity - at;
+  memcpy(out, ring->bytes + at, first);
+  memcpy(out + first, ring->bytes, length - first);
 }

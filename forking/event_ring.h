@@ -7,12 +7,11 @@
  * framing of its own, and a reader copies out bytes, not lines.
  *
  * The ring keeps no head and no cursors. The head (how far it is written)
- * is committed with the room (shared_room.h), and each reader keeps its
- * cursor in its own memory. A writer never waits for a reader: it
- * overwrites what is older than `capacity` bytes. Readers read while a
- * writer writes elsewhere in the ring, so its bytes are atomics, accessed
- * with relaxed order (plain loads and stores on x86 and ARM): C calls any
- * other concurrent access a data race. The ring does no locking. */
+ * is committed together with the room (shared_room.h), and each reader keeps
+ * its cursor in its own memory. A writer never waits for a reader: it
+ * overwrites what is older than `capacity` bytes, and a reader that far
+ * behind has lost its place (chat-forking drops a reader long before that).
+ * The ring does no locking. */
 #ifndef CHAT_EVENT_RING_H
 #define CHAT_EVENT_RING_H
 

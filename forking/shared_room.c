@@ -22,8 +22,7 @@ struct commit {
 };
 
 /* Atomics shared by processes must work without a hidden lock. */
-_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2 &&
-                   ATOMIC_BOOL_LOCK_FREE == 2,
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_BOOL_LOCK_FREE == 2,
                "lock-free atomics");
 
 /* The start of the mapping. */
@@ -31,10 +30,6 @@ struct shared_header {
   pthread_mutex_t lock;
   struct commit commits[2];
   atomic_uint current; /* commits[current] is in force */
-  /* For readers without the lock: the head of the last commit, and the
-   * furthest position a writer has begun to write (never less). */
-  _Atomic uint64_t published;
-  _Atomic uint64_t reached;
   atomic_bool shutting_down;
 };
 
@@ -144,9 +139,6 @@ bool shared_room_lock(struct shared_room *shared) {
     const struct commit *commit = in_force(shared);
     memcpy(shared->rooms[1 - commit->room], shared->rooms[commit->room],
            shared->room_bytes);
-    /* It may have committed and died before it published the head. */
-    atomic_store_explicit(&shared->header->published, commit->head,
-                          memory_order_release);
     pthread_mutex_consistent(&shared->header->lock);
     log_line("a process died holding the room lock: room repaired");
   } else if (status != 0) {
@@ -172,20 +164,12 @@ const struct room *shared_room_members(const struct shared_room *shared) {
 }
 
 uint64_t shared_room_head(const struct shared_room *shared) {
-  /* Acquire: the bytes of every line before it are seen whole. */
-  return atomic_load_explicit(&shared->header->published, memory_order_acquire);
+  return in_force(shared)->head;
 }
 
-bool shared_room_read(const struct shared_room *shared, uint64_t from,
+void shared_room_read(const struct shared_room *shared, uint64_t from,
                       char *out, size_t length) {
   event_ring_read(shared->ring, from, out, length);
-  /* If this copy saw any byte of a writer that began after the head was
-   * read, the writer's `reached` is seen now (its release fence, our
-   * acquire fence). What it overwrote lies below reached - capacity. */
-  atomic_thread_fence(memory_order_acquire);
-  uint64_t reached =
-      atomic_load_explicit(&shared->header->reached, memory_order_relaxed);
-  return reached - from <= event_ring_capacity(shared->ring);
 }
 
 int shared_room_join(struct shared_room *shared, struct chat_text name,
@@ -212,18 +196,11 @@ void shared_room_publish(struct shared_room *shared, struct chat_text line) {
   unsigned now = atomic_load_explicit(&header->current, memory_order_relaxed);
   const struct commit *old = &header->commits[now];
   struct commit *next = &header->commits[1 - now];
-  uint64_t end = old->head + line.length;
-  /* Announce how far this writer goes before it writes (a writer killed
-   * half-way may have gone further than this one: keep the furthest). */
-  if (end > atomic_load_explicit(&header->reached, memory_order_relaxed))
-    atomic_store_explicit(&header->reached, end, memory_order_relaxed);
-  atomic_thread_fence(memory_order_release);
   event_ring_write(shared->ring, old->head, line.bytes, line.length);
-  next->head = end;
+  next->head = old->head + line.length;
   next->room = shared->staged == STAGED_NOTHING ? old->room : 1 - old->room;
   /* The commit. Release order: no store above may move below it. */
   atomic_store_explicit(&header->current, 1 - now, memory_order_release);
-  atomic_store_explicit(&header->published, end, memory_order_release);
 
   /* The copy that was right until now gets the same change. Both copies
    * were equal, so the same call gives the same member. */

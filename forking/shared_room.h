@@ -3,13 +3,13 @@
  * One anonymous shared mapping, made by the parent before the first fork,
  * so that every child finds it at the same address:
  *
- *   header   the lock, two commit records, the ring's marks, shutdown flag
+ *   header   the lock, two commit records, the shutdown flag
  *   room 0   the room of common/room.h: the names in registration order
  *   room 1   a second copy of that room
  *   ring     the room's lines, in the room's order (event_ring.h)
  *
- * Changes take the lock, a process-shared, robust mutex. A child can die at
- * any instant, also while it holds the lock, so every change is first made
+ * The lock is a process-shared, robust mutex. A child can die at any
+ * instant, also while it holds the lock, so every change is first made
  * where nobody looks yet, then committed by one store:
  *   1. the line is written into the ring past the head; a join or a
  *      departure is made on the spare copy of the room;
@@ -22,17 +22,9 @@
  * (EOWNERDEAD) and copies the right room over the spare one, and the room is
  * whole again: no line half-written, no member half-linked.
  *
- * Reading the ring takes no lock (with 10,000 children woken by every line,
- * a lock there queues them all behind one another). It works like a
- * seqlock: a writer announces how far it is about to write (`reached`)
- * before it writes, and publishes the new head after the commit; a reader
- * copies up to the published head, then checks that no writer has reached
- * far enough to overwrite what it copied. Only a reader that fell a whole
- * ring behind while it copied can fail that check, and it is dropped.
- *
- * A dead child's user is made to depart by the parent, which finds it by
- * the member's owner (the pid of the child that joined it) under the lock,
- * so that the child's own departure and the parent's can never both
+ * A dead child's user is then made to depart by the parent, which finds it
+ * by the member's owner (the pid of the child that joined it) under the
+ * lock, so that the child's own departure and the parent's can never both
  * happen. */
 #ifndef CHAT_SHARED_ROOM_H
 #define CHAT_SHARED_ROOM_H
@@ -67,6 +59,14 @@ void shared_room_unlock(struct shared_room *shared);
 /* The room as committed, to read with room.h (room_names, room_owner...). */
 const struct room *shared_room_members(const struct shared_room *shared);
 
+/* How many bytes of lines the ring has received since the start. */
+uint64_t shared_room_head(const struct shared_room *shared);
+
+/* Copies the ring's bytes [from, from + length); `from` must be at most the
+ * ring's capacity minus the longest line behind the head. */
+void shared_room_read(const struct shared_room *shared, uint64_t from,
+                      char *out, size_t length);
+
 /* Stages a join: returns the member, or -1 when the name is taken (then
  * nothing is staged). shared_room_publish commits it with its line. */
 int shared_room_join(struct shared_room *shared, struct chat_text name,
@@ -80,16 +80,6 @@ void shared_room_leave(struct shared_room *shared, int member);
 void shared_room_publish(struct shared_room *shared, struct chat_text line);
 
 /* ---- Without the lock ---- */
-
-/* The published head: how many bytes of lines the ring has received since
- * the start. The lines before it are whole. */
-uint64_t shared_room_head(const struct shared_room *shared);
-
-/* Copies the ring's bytes [from, from + length), which end at or before a
- * head from shared_room_head. Returns false when a writer may have
- * overwritten some of them meanwhile: the reader is a ring behind. */
-bool shared_room_read(const struct shared_room *shared, uint64_t from,
-                      char *out, size_t length);
 
 /* The wake-ups: eventfds a child watches with EPOLLIN | EPOLLET and never
  * reads; each write is an edge that wakes every watcher once. The room's

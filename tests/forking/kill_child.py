@@ -31,6 +31,7 @@ Standard library only; Linux (/proc).
 """
 
 import argparse
+import ctypes
 import os
 import random
 import re
@@ -48,6 +49,7 @@ TIME_FACTOR = float(os.environ.get("CONFORMANCE_TIME_FACTOR") or 1)
 DEADLINE = 5.0 * TIME_FACTOR  # seconds for anything to arrive
 PROMPT = b"Enter user name: "
 FUTEX_TID_MASK = 0x3FFFFFFF  # the owner's thread id in a robust mutex word
+PR_SET_PDEATHSIG = 1
 
 
 def fail(message):
@@ -255,6 +257,12 @@ def kill_in_lock(server_pid, address, victim, attempts):
     return False
 
 
+def die_with_parent():
+    """In the server, before exec: SIGKILL when this test dies, however."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 # ---- The test --------------------------------------------------------------
 
 def joining(round_number):
@@ -271,10 +279,13 @@ def main():
                         help="tries to catch a victim holding the lock")
     args = parser.parse_args()
 
+    # If this test is stopped, its server (and so its children) go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("kill_child: stopped"))
     log = tempfile.TemporaryFile()
     server = subprocess.Popen(
         [args.server, "-p", "0", "--max-backlog", str(64 << 20)],
-        stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+        preexec_fn=die_with_parent)
     try:
         first = server.stdout.readline().decode()
         match = re.search(r"running on port (\d+)", first)
