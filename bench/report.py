@@ -724,7 +724,10 @@ def render_markdown(results, models, clients, summary, runs, charts,
         "medians of the runs that passed every check.\n")
     say(c10k_table(models, biggest, summary))
     say("")
-    say("User memory is the server tree's PSS growth per idle connection. "
+    say("User memory is the server tree's PSS growth per idle connection, "
+        "read once every client has registered and the room has been idle "
+        "for 2 s (the figure right after the registration storm is in "
+        "runs.json as memory_after_storm). "
         "Kernel memory is the server's own kernel stacks (one per task) and "
         "page tables, plus the growth of the system's Slab (socket "
         "structures), which includes the load generator's end of each "

@@ -59,6 +59,7 @@ MODEL_ORDER = ["evented", "threaded", "forking", "asyncio"]
 SERVER_START_TIMEOUT = 15.0
 SERVER_STOP_TIMEOUT = 5.0
 MARK_MARGIN = 60.0  # beyond chat-load's own deadlines, before we give up
+IDLE_SETTLE_S = 2.0  # connections idle this long before memory is read
 
 
 # ---------------------------------------------------------------------------
@@ -591,7 +592,15 @@ def drive_load(load, server, config, connect_deadline_s, record, progress):
                 name = text[len("@mark "):].strip()
                 sample = {"t": time.monotonic()}
                 if name == "connected":
+                    # Memory right after the registration storm, and again
+                    # once the connections have been idle for a moment:
+                    # the idle figure is the one a connection costs (a
+                    # server may give back what the storm used; chat-evented
+                    # does after a second of quiet).
                     progress.phase("measuring memory", force=True)
+                    sample["memory_after_storm"] = \
+                        procstat.memory_sample(server.pid)
+                    time.sleep(IDLE_SETTLE_S)
                     sample["memory"] = procstat.memory_sample(server.pid)
                 sample["cpu"] = procstat.cpu_sample(server.pid)
                 record["samples"][name] = sample

@@ -17,6 +17,7 @@
  * threads behind the loop. And it is the hardest of the three to read: the
  * session's flow is spread over callbacks instead of down one function. */
 #include "clock.h"
+#include "heap.h"
 #include "line_framer.h"
 #include "listener.h"
 #include "log.h"
@@ -46,6 +47,8 @@
 #define SHUTDOWN_GRACE_MILLISECONDS 1500
 /* How long accepting pauses when the process runs out of descriptors. */
 #define ACCEPT_RETRY_MILLISECONDS 250
+/* How long the room must be quiet before freed heap goes back (heap.h). */
+#define QUIET_MILLISECONDS 1000
 
 enum client_state {
   CLIENT_OPEN,    /* reading and writing */
@@ -81,12 +84,14 @@ static struct server {
   struct event *accept_retry; /* re-enables accepting after EMFILE */
   struct event *drop_slow;    /* closes dropped clients after a broadcast */
   struct event *shutdown_deadline;
+  struct event *quiet_check; /* gives heap back once output stops */
   struct room *room;
   struct session_context session;
   struct client_list clients;
   struct client_list waiting_for_name;
   struct client *dropped;
   size_t connections;
+  size_t output_since_quiet_check; /* bytes queued */
   bool accept_paused;
   bool shutting_down;
 } server;
@@ -148,8 +153,32 @@ static void queue_output(struct client *client, const char *bytes,
     drop_slow_client(client);
     return;
   }
-  if (evbuffer_add(output, bytes, length) < 0)
+  if (evbuffer_add(output, bytes, length) < 0) {
     drop_slow_client(client); /* out of memory: the same remedy */
+    return;
+  }
+  if (server.output_since_quiet_check == 0 &&
+      !evtimer_pending(server.quiet_check, NULL)) {
+    struct timeval quiet = milliseconds(QUIET_MILLISECONDS);
+    evtimer_add(server.quiet_check, &quiet);
+  }
+  server.output_since_quiet_check += length;
+}
+
+/* Output buffers come and go with every broadcast, and their heap is kept
+ * meanwhile (heap.h); once nothing was queued for a whole second, an idle
+ * room gives it back. */
+static void on_quiet_check(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  (void)events;
+  (void)arg;
+  if (server.output_since_quiet_check == 0) {
+    heap_return_freed_memory();
+    return;
+  }
+  server.output_since_quiet_check = 0;
+  struct timeval quiet = milliseconds(QUIET_MILLISECONDS);
+  evtimer_add(server.quiet_check, &quiet);
 }
 
 /* The room's delivery interface: a room line to one member. The line was
@@ -485,9 +514,10 @@ static bool create_events(void) {
   server.drop_slow = event_new(server.base, -1, 0, on_drop_slow, NULL);
   server.shutdown_deadline =
       evtimer_new(server.base, on_shutdown_deadline, NULL);
+  server.quiet_check = evtimer_new(server.base, on_quiet_check, NULL);
   return server.on_sigint && server.on_sigterm && server.login_timer &&
          server.accept_retry && server.drop_slow && server.shutdown_deadline &&
-         event_add(server.on_sigint, NULL) == 0 &&
+         server.quiet_check && event_add(server.on_sigint, NULL) == 0 &&
          event_add(server.on_sigterm, NULL) == 0;
 }
 
@@ -512,7 +542,8 @@ static void free_everything(void) {
     client_free(server.clients.first);
   struct event *events[] = {server.on_sigint,   server.on_sigterm,
                             server.login_timer, server.accept_retry,
-                            server.drop_slow,   server.shutdown_deadline};
+                            server.drop_slow,   server.shutdown_deadline,
+                            server.quiet_check};
   for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
     if (events[i])
       event_free(events[i]);

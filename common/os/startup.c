@@ -1,5 +1,6 @@
 #include "startup.h"
 
+#include "heap.h"
 #include "listener.h"
 #include "log.h"
 
@@ -9,6 +10,7 @@
 
 rlim_t startup_prepare_process(void) {
   signal(SIGPIPE, SIG_IGN);
+  heap_keep_freed_memory();
   struct rlimit files;
   if (getrlimit(RLIMIT_NOFILE, &files) < 0)
     return 0;

@@ -6,9 +6,10 @@
 
 #include <sys/resource.h>
 
-/* Raises the open-file soft limit to the hard limit (SPEC.md section 1) and
+/* Raises the open-file soft limit to the hard limit (SPEC.md section 1),
  * ignores SIGPIPE, so that a write to a closed socket fails with EPIPE
- * instead of killing the server. Returns the open-file limit now in force. */
+ * instead of killing the server, and keeps freed heap through bursts
+ * (heap.h). Returns the open-file limit now in force. */
 rlim_t startup_prepare_process(void);
 
 /* What every model does first: parses the command line, sets up the log,
