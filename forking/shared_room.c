@@ -41,8 +41,9 @@ struct shared_room {
   struct room *rooms[2];
   size_t room_bytes;
   struct event_ring *ring;
-  int wake_fd; /* the room changed */
-  int stop_fd; /* the server is stopping */
+  int wake_fd;    /* the room changed */
+  int stop_fd;    /* the server is stopping */
+  int goodbye_fd; /* counts the children that said goodbye */
   /* The change this process staged on the spare room, to repeat on the
    * other copy once it is committed. */
   enum { STAGED_NOTHING, STAGED_JOIN, STAGED_LEAVE } staged;
@@ -98,13 +99,16 @@ struct shared_room *shared_room_create(size_t max_clients,
   shared->header = (struct shared_header *)mapping;
   shared->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   shared->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (shared->wake_fd < 0 || shared->stop_fd < 0 ||
+  shared->goodbye_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (shared->wake_fd < 0 || shared->stop_fd < 0 || shared->goodbye_fd < 0 ||
       !init_lock(&shared->header->lock)) {
     int saved = errno;
     if (shared->wake_fd >= 0)
       close(shared->wake_fd);
     if (shared->stop_fd >= 0)
       close(shared->stop_fd);
+    if (shared->goodbye_fd >= 0)
+      close(shared->goodbye_fd);
     munmap(mapping, shared->mapping_size);
     free(shared);
     errno = saved;
@@ -126,6 +130,7 @@ void shared_room_destroy(struct shared_room *shared) {
   munmap(shared->header, shared->mapping_size);
   close(shared->wake_fd);
   close(shared->stop_fd);
+  close(shared->goodbye_fd);
   free(shared);
 }
 
@@ -250,4 +255,20 @@ void shared_room_shut_down(struct shared_room *shared) {
 
 bool shared_room_is_shutting_down(const struct shared_room *shared) {
   return atomic_load(&shared->header->shutting_down);
+}
+
+void shared_room_said_goodbye(struct shared_room *shared) {
+  uint64_t one = 1; /* the parent reads the sum long before it could fill */
+  if (write(shared->goodbye_fd, &one, sizeof one) < 0)
+    log_line("cannot tell the parent: %s", strerror(errno));
+}
+
+int shared_room_goodbye_fd(const struct shared_room *shared) {
+  return shared->goodbye_fd;
+}
+
+uint64_t shared_room_take_goodbyes(struct shared_room *shared) {
+  uint64_t count;
+  return read(shared->goodbye_fd, &count, sizeof count) == sizeof count ? count
+                                                                        : 0;
 }

@@ -94,4 +94,11 @@ void shared_room_wake(struct shared_room *shared);
 void shared_room_shut_down(struct shared_room *shared);
 bool shared_room_is_shutting_down(const struct shared_room *shared);
 
+/* Shutdown's count: a child that has said goodbye tells the parent, which
+ * waits on the descriptor and takes the number that came since it last
+ * asked (an eventfd used as a counter). */
+void shared_room_said_goodbye(struct shared_room *shared);
+int shared_room_goodbye_fd(const struct shared_room *shared);
+uint64_t shared_room_take_goodbyes(struct shared_room *shared);
+
 #endif

@@ -46,6 +46,7 @@
  * serialises every broadcast, and a sender's thread spends a send per
  * recipient. What it buys is the code: each session reads down one
  * function, as if it were the only one. */
+#include "byte_buffer.h"
 #include "clock.h"
 #include "line_framer.h"
 #include "listener.h"
@@ -105,12 +106,6 @@ enum client_state {
   CLIENT_DROPPED, /* closed at once: too slow, reset, or out of time */
 };
 
-/* Bytes on their way to a client, in one block that grows as needed. */
-struct output {
-  char *bytes;
-  size_t length, capacity;
-};
-
 struct client {
   pthread_t thread;               /* set by itself; read to wake or join it */
   void *stack;                    /* the thread's, from take_stack() */
@@ -126,15 +121,15 @@ struct client {
   bool writing_self; /* the client's thread holds `writing` */
 
   /* Used by the thread that holds `writing`: */
-  struct output sending;        /* taken from `queued`, written unlocked */
+  struct byte_buffer sending;   /* taken from `queued`, written unlocked */
   size_t sent;                  /* bytes of `sending` already written */
   struct client *next_to_write; /* sockets claimed in one broadcast */
 
-  pthread_mutex_t lock; /* guards the fields below */
-  struct output queued; /* added to by any thread, taken by the writer */
-  size_t backlog;       /* queued, plus taken and not yet written */
-  bool writing;         /* a thread has claimed the socket to write */
-  bool sleeping;        /* the client's thread is going to sleep */
+  pthread_mutex_t lock;      /* guards the fields below */
+  struct byte_buffer queued; /* added to by any thread, taken by the writer */
+  size_t backlog;            /* queued, plus taken and not yet written */
+  bool writing;              /* a thread has claimed the socket to write */
+  bool sleeping;             /* the client's thread is going to sleep */
   enum client_state state;
   enum departure_cause cause; /* why it stopped being open */
 };
@@ -200,23 +195,6 @@ static struct timespec milliseconds(long long ms) {
 
 static void drop_slow_client(struct client *client);
 
-static bool output_add(struct output *output, const char *bytes,
-                       size_t length) {
-  if (output->length + length > output->capacity) {
-    size_t capacity = output->capacity ? output->capacity : 64;
-    while (capacity < output->length + length)
-      capacity *= 2;
-    char *grown = realloc(output->bytes, capacity);
-    if (!grown)
-      return false;
-    output->bytes = grown;
-    output->capacity = capacity;
-  }
-  memcpy(output->bytes + output->length, bytes, length);
-  output->length += length;
-  return true;
-}
-
 /* Under client->lock: ends the ppoll of the client's thread, if it said it
  * was going to sleep; only once. The thread cannot finish meanwhile: it
  * takes the lock before it does. */
@@ -241,7 +219,7 @@ static bool queue_output(struct client *client, const char *bytes,
   if (client->state == CLIENT_OPEN ||
       (client->state == CLIENT_CLOSING && !room_line)) {
     if (client->backlog + length > server.options.max_backlog ||
-        !output_add(&client->queued, bytes, length)) {
+        !byte_buffer_append(&client->queued, bytes, length)) {
       drop_slow_client(client); /* out of memory: the same remedy */
     } else {
       client->backlog += length;
@@ -283,10 +261,10 @@ enum write_result {
 static enum write_result write_queued(struct client *client) {
   for (int round = 0; round < WRITE_ROUNDS; round++) {
     if (client->sent == client->sending.length) {
-      free(client->sending.bytes); /* an idle client holds no buffer */
+      byte_buffer_release(&client->sending); /* an idle client holds none */
       pthread_mutex_lock(&client->lock);
       client->sending = client->queued;
-      client->queued = (struct output){0};
+      client->queued = (struct byte_buffer){0};
       pthread_mutex_unlock(&client->lock);
       client->sent = 0;
       if (client->sending.length == 0)
@@ -389,8 +367,8 @@ static void client_close(struct client *client) {
   pthread_mutex_unlock(&client->lock);
   close(client->fd);
   line_framer_release(&client->framer);
-  free(client->sending.bytes);
-  free(client->queued.bytes);
+  byte_buffer_release(&client->sending);
+  byte_buffer_release(&client->queued);
   pthread_mutex_lock(&server.room_lock);
   if (client->member >= 0)
     room_leave(server.room, client->member);

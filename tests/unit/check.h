@@ -1,7 +1,7 @@
 /* The whole test framework of the unit tests: a few macros that count passed
  * and failed checks, print each failure with its file and line (and, for
  * bytes, both sides and where they first differ), and a report at the end.
- * Plus the helpers more than one test needs: a growable byte buffer and a
+ * Plus the helpers more than one test needs: appending to a byte buffer and a
  * seeded random number generator, so that every run tests the same inputs.
  *
  * Usage: CHECK(condition); CHECK_EQ_BYTES(a, a_length, b, b_length);
@@ -9,6 +9,8 @@
  * and `return check_report();` at the end of main. */
 #ifndef CHECK_H
 #define CHECK_H
+
+#include "byte_buffer.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -108,29 +110,14 @@ static inline int check_report(void) {
   return check_counts()->failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
-/* A growable byte buffer, for collecting what a callback was given. */
-struct byte_buffer {
-  char *bytes;
-  size_t length;
-  size_t capacity;
-};
-
+/* A growable byte buffer (common/byte_buffer.h), for collecting what a
+ * callback was given; a test has no use for running out of memory. */
 static inline void buffer_append(struct byte_buffer *buffer, const void *bytes,
                                  size_t length) {
-  if (buffer->length + length > buffer->capacity) {
-    size_t capacity = buffer->capacity ? buffer->capacity : 256;
-    while (capacity < buffer->length + length)
-      capacity *= 2;
-    buffer->bytes = realloc(buffer->bytes, capacity);
-    if (!buffer->bytes) {
-      perror("realloc");
-      exit(EXIT_FAILURE);
-    }
-    buffer->capacity = capacity;
+  if (!byte_buffer_append(buffer, bytes, length)) {
+    perror("realloc");
+    exit(EXIT_FAILURE);
   }
-  if (length > 0)
-    memcpy(buffer->bytes + buffer->length, bytes, length);
-  buffer->length += length;
 }
 
 static inline void buffer_append_string(struct byte_buffer *buffer,
