@@ -333,7 +333,9 @@ def say_shutdowns(say, runs, model):
                  r["server_exit"]["seconds"] > 2)]
     for r in slow:
         status = r["server_exit"]["status"]
-        how = ("had not exited after 5 s and was killed" if status is None
+        waited = r["server_exit"].get("waited_s", 5)
+        how = (f"had not exited after {waited:g} s and was killed"
+               if status is None
                else f"exited with status {status} after "
                     f"{r['server_exit']['seconds']:.1f} s")
         say(f"  - on SIGTERM at N = {r['clients']:,} (run {r['repeat']}) it "

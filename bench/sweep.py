@@ -57,7 +57,7 @@ MODES = {
 }
 MODEL_ORDER = ["evented", "threaded", "forking", "asyncio"]
 SERVER_START_TIMEOUT = 15.0
-SERVER_STOP_TIMEOUT = 5.0
+SERVER_STOP_TIMEOUT = 30.0  # SPEC.md says 2 s; wait longer, to measure it
 MARK_MARGIN = 60.0  # beyond chat-load's own deadlines, before we give up
 IDLE_SETTLE_S = 2.0  # connections idle this long before memory is read
 
@@ -528,6 +528,7 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
             status, took = kill_group(server, SERVER_STOP_TIMEOUT)
             record["server_exit"] = {"status": status,
                                      "seconds": round(took, 3),
+                                     "waited_s": SERVER_STOP_TIMEOUT,
                                      "exited_during_run": exited is not None}
             if exited is not None:
                 record["status"] = "failed"

@@ -483,14 +483,12 @@ static void on_signal(evutil_socket_t signal_number, short events, void *arg) {
   if (server.shutting_down)
     return;
   server.shutting_down = true;
-  log_line("shutting down (%s)", strsignal((int)signal_number));
+  log_shutting_down((int)signal_number, server.connections);
   evconnlistener_disable(server.listener);
   struct client *client = server.clients.first;
   while (client) {
     struct client *next = client->next; /* client may be freed */
     if (client->state == CLIENT_OPEN) {
-      log_departed(&client->peer, client->session.name,
-                   client->session.name_length, DEPARTURE_SHUTDOWN);
       carry_out(client, session_shutdown(&client->session));
       close_after_flush(client);
     }

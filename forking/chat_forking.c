@@ -56,7 +56,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -398,12 +397,8 @@ static int login_wait(const struct client *client) {
  * `exit-floor`): if each child ended itself after its goodbye, the
  * goodbyes of 10,000 would queue behind 10,000 exits, and the parent's
  * deadline would cut most of them off. So every child says goodbye first,
- * at the lowest priority so that the parent keeps its deadline, and the
- * parent then ends them all at once. */
+ * and the parent then ends them all at once. */
 static _Noreturn void say_goodbye(struct client *client) {
-  setpriority(PRIO_PROCESS, 0, 19);
-  log_departed(&client->peer, client->session.name, client->session.name_length,
-               DEPARTURE_SHUTDOWN);
   struct session_step step = session_shutdown(&client->session);
   append_output(client, step.reply.bytes, step.reply.length);
   flush_last_lines(client, now_milliseconds() + SHUTDOWN_GRACE_MILLISECONDS);
@@ -464,9 +459,10 @@ static void run_child(int fd, const struct peer_address *peer,
   close(server.listener);
   close(server.signals);
   close(server.lifeline[0]); /* it keeps lifeline[1] until it ends */
-  signal(SIGINT, SIG_IGN);   /* Ctrl-C reaches the whole process group: the
-                                parent answers for the server */
-  signal(SIGTERM, SIG_DFL);
+  /* Ctrl-C, or a SIGTERM to the whole process group (a service manager's,
+   * say), reaches every child too: the parent answers for the server. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
@@ -619,11 +615,12 @@ static int read_signals(void) {
  * and reap them. */
 static void shut_down(int signal_number) {
   server.shutting_down = true;
-  log_line("shutting down (%s)", strsignal(signal_number));
+  log_shutting_down(signal_number, server.connections);
   close(server.listener);
   server.listener = -1;
+  long long started = now_milliseconds();
   shared_room_shut_down(server.shared);
-  long long deadline = now_milliseconds() + SHUTDOWN_GRACE_MILLISECONDS;
+  long long deadline = started + SHUTDOWN_GRACE_MILLISECONDS;
   size_t goodbyes = 0;
   long long left;
   while (goodbyes < server.connections &&
@@ -638,9 +635,10 @@ static void shut_down(int signal_number) {
       goodbyes += shared_room_take_goodbyes(server.shared);
     }
   }
-  if (goodbyes < server.connections)
-    log_line("%zu of %zu children did not say goodbye in time",
-             server.connections - goodbyes, server.connections);
+  size_t children = server.connections;
+  log_line("%zu of %zu children said goodbye after %lld ms; ending them",
+           goodbyes < children ? goodbyes : children, children,
+           now_milliseconds() - started);
   for (size_t i = 0; i < server.connections; i++)
     kill(server.children[i].pid, SIGKILL);
   /* Reaping each child as it ends would rescan every live one each time
@@ -655,6 +653,8 @@ static void shut_down(int signal_number) {
   while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {
   }
   server.connections = 0;
+  log_line("%zu children ended after %lld ms", children,
+           now_milliseconds() - started);
 }
 
 /* ---- Setup, loop, teardown ---------------------------------------------- */

@@ -632,8 +632,6 @@ static void *client_thread(void *arg) {
     ;
   /* No longer open; client->cause was set once, when it stopped. */
   if (client->cause == DEPARTURE_SHUTDOWN) { /* nobody is told */
-    log_departed(&client->peer, client->session.name,
-                 client->session.name_length, DEPARTURE_SHUTDOWN);
     carry_out(client, session_shutdown(&client->session));
   } else {
     depart(client, client->cause);
@@ -755,7 +753,7 @@ static void stop_all(enum client_state state) {
  * goodbye and close, give the goodbyes a moment to drain, then drop the
  * clients that could not take theirs; return once every thread is joined. */
 static void shut_down(int signal_number) {
-  log_line("shutting down (%s)", strsignal(signal_number));
+  log_shutting_down(signal_number, server.connections);
   long long grace = now_milliseconds() + SHUTDOWN_GRACE_MILLISECONDS;
   stop_all(CLIENT_CLOSING);
   while (server.clients.first) {

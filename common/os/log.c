@@ -114,3 +114,8 @@ void log_departed(const struct peer_address *peer, const char *name,
   else
     log_line("%s left: %s", text, cause_text(cause));
 }
+
+void log_shutting_down(int signal_number, size_t connections) {
+  log_line("shutting down (%s): telling %zu connection%s",
+           strsignal(signal_number), connections, connections == 1 ? "" : "s");
+}
