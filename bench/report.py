@@ -555,11 +555,8 @@ def update_readme(folder, readme):
         f"The reference run ([full report]({where}/report.md)): "
         f"{results['config']['mode']} sweep on {machine['cpu']} "
         f"({machine['cpus_online']} CPUs), Linux {machine['kernel']}, "
-        f"{machine['date'][:10]}; {machine['pinning']}. Load average "
-        f"{' '.join(machine['load_average'])} when it started"
-        + (" (a machine shared with other work: read the figures as lower "
-           "bounds)" if float(machine["load_average"][0]) >
-           machine["cpus_online"] / 2 else "") + ".",
+        f"{machine['date'][:10]}; {machine['pinning']}. "
+        + quietness(results["runs"]),
         "",
         f"**The talk's C10K table at N = {n:,}** (medians of the passed "
         f"runs):",
@@ -584,6 +581,23 @@ def update_readme(folder, readme):
         f.write(text[:start] + block + text[end + len(README_END):])
 
 
+def quietness(runs):
+    """How much other work got in the way, from the single-task servers'
+    time ready to run but waiting for a CPU (the load average also counts
+    the sweep's own thousands of tasks, long after they are gone)."""
+    waits = [r["figures"].get("server_wait_share") for r in runs
+             if r["status"] == "ok" and r["figures"].get("tasks") == 1 and
+             r["figures"].get("server_wait_share") is not None]
+    if not waits:
+        return ""
+    wait = statistics.median(waits)
+    return (f"The single-task servers waited for a CPU "
+            f"{fmt_share(wait)} of their measured time (median): "
+            + ("a quiet machine." if wait < 0.05 else
+               "a machine shared with other work: read the figures as lower "
+               "bounds."))
+
+
 def what_the_numbers_say(models, n, summary):
     """One sentence per model: its cost at N as a multiple of chat-evented's
     (the talk's argument, in this machine's numbers)."""
@@ -602,6 +616,9 @@ def what_the_numbers_say(models, n, summary):
         if value is None or reference is None or value <= 0 or reference <= 0:
             return None
         ratio = reference / value if inverse else value / reference
+        if ratio >= 100:  # two significant digits, written out
+            digits = len(str(int(ratio))) - 2
+            return f"{round(ratio, -digits):,.0f}×"
         return f"{ratio:.2g}×"
 
     for model in models:
@@ -695,8 +712,9 @@ def render_markdown(results, models, clients, summary, runs, charts,
         f"{machine['pinning'][:1].upper() + machine['pinning'][1:]}. "
         f"Load average before the sweep: "
         f"{' '.join(machine['load_average'])}, after: "
-        f"{' '.join(machine.get('load_average_end', ['?']))} (other work on "
-        f"the machine shows up as noise in every figure).\n")
+        f"{' '.join(machine.get('load_average_end', ['?']))} (it counts "
+        f"the sweep's own thousands of tasks too, long after they are gone; "
+        f"the line below measures the noise that matters).\n")
     waits = [r["figures"].get("server_wait_share") for r in runs
              if r["status"] == "ok" and r["figures"].get("tasks") == 1 and
              r["figures"].get("server_wait_share") is not None]
@@ -715,8 +733,12 @@ def render_markdown(results, models, clients, summary, runs, charts,
         say("**This sweep was interrupted**: the figures cover the runs that "
             "finished.\n")
     for extra in results.get("appended", []):
-        say(f"Runs of {', '.join(extra['models'])} were added later "
-            f"({extra['date']}, {extra['repeats']} run(s) per N, load "
+        at = ", ".join(f"{n:,}" for n in extra.get("clients", []))
+        say(f"Runs of {', '.join(extra['models'])}"
+            + (f" at N = {at}" if at else "") + " were added later"
+            + (", to finish the interrupted sweep"
+               if extra.get("continued_interrupted_sweep") else "")
+            + f" ({extra['date']}, {extra['repeats']} run(s) per N, load "
             f"average {' '.join(extra['load_average'])}).\n")
 
     # The talk's table.

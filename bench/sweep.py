@@ -673,7 +673,7 @@ def parse_arguments():
                              "passed (CI's smoke test uses chat-evented)")
     parser.add_argument("--append", action="store_true",
                         help="add to the --out folder's earlier results "
-                             "(runs of the models run now are replaced)")
+                             "(runs of the models at the N run now are replaced)")
     parser.add_argument("--no-report", action="store_true")
     config = parser.parse_args()
     config.mode = config.mode or "quick"
@@ -685,7 +685,9 @@ def parse_arguments():
             setattr(config, key, defaults[key])
     config.connect_base = defaults["connect_base"]
     if config.connect_per_client is None:
-        config.connect_per_client = 0.03 if config.mode == "quick" else 0.06
+        # Full mode: 1,620 s at 10,000, what chat-forking needs to
+        # register 10,000 on one CPU (about 15 minutes here).
+        config.connect_per_client = 0.03 if config.mode == "quick" else 0.15
     config.settle = 0.3
     config.build_dir = os.path.abspath(config.build_dir)
     config.chat_load = os.path.join(config.build_dir, "bin", "chat-load")
@@ -704,15 +706,20 @@ def choose_pinning(disabled):
 
 def extend_results(out_dir, new, models, progress):
     """--append: keeps the folder's earlier runs (and its machine record)
-    except those of the models run now, which the new runs replace. For a
-    model that appeared after the sweep, or one to run again."""
+    except those of the models and N run now, which the new runs replace.
+    For a model that appeared after the sweep, one to run again, or the
+    rest of an interrupted sweep (which then no longer counts as
+    interrupted: the appended runs say what was added, and when)."""
     path = os.path.join(out_dir, "runs.json")
     if not os.path.exists(path):
         return new
     with open(path) as f:
         old = json.load(f)
     names = {m.name for m in models}
-    old["runs"] = [r for r in old["runs"] if r["model"] not in names]
+    replaced = {(name, n) for name in names
+                for n in new["config"]["clients"]}
+    old["runs"] = [r for r in old["runs"]
+                   if (r["model"], r["clients"]) not in replaced]
     order = {name: i for i, name in enumerate(MODEL_ORDER)}
     old["models"] = sorted(
         [m for m in old["models"] if m["name"] not in names] + new["models"],
@@ -725,11 +732,13 @@ def extend_results(out_dir, new, models, progress):
         "models": sorted(names), "date": new["machine"]["date"],
         "load_average": new["machine"]["load_average"],
         "repeats": new["config"]["repeats"],
-        "clients": new["config"]["clients"]})
+        "clients": new["config"]["clients"],
+        "continued_interrupted_sweep": old.get("interrupted", False)})
+    old["interrupted"] = False
     old["limit_notes"] = sorted(set(old.get("limit_notes", []) +
                                     new["limit_notes"]))
     progress.note(f"  appending to {os.path.relpath(path)}: keeping "
-                  f"{len(old['runs'])} runs of other models")
+                  f"{len(old['runs'])} runs of other models or N")
     return old
 
 
