@@ -18,7 +18,9 @@ test starts it on a free port (-q, -H 127.0.0.1, --max-clients N+16, a
 
 all before the deadline (several minutes). Finally the server gets SIGTERM:
 it must exit 0 (the time is printed), leave no process behind, and its
-stderr must hold no sanitizer report.
+stderr must hold no sanitizer report; and every client must then find
+`Server shutting down` as its next line, and nothing after it but the end
+of the stream.
 
 Each arrival goes to everyone already there: registering N clients moves
 N*(N+1)/2 lines (about 1 GB at 10,000). One epoll loop reads with large
@@ -56,7 +58,8 @@ RECV_SIZE = 256 * 1024
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 # Client stages.
-CONNECTING, WELCOMED, JOINING, REGISTERED, DONE = range(5)
+CONNECTING, WELCOMED, JOINING, REGISTERED, DONE, TOLD, CLOSED = range(7)
+GOODBYE = b"Server shutting down\r\n"
 
 
 class Failure(Exception):
@@ -165,7 +168,9 @@ class Crowd:
 
     Each client goes CONNECTING -> WELCOMED (it has the welcome and the
     prompt, so the server accepted it) -> JOINING (its name is sent) ->
-    REGISTERED (its own arrival came) -> DONE (the final message came).
+    REGISTERED (its own arrival came) -> DONE (the final message came) ->
+    TOLD (`Server shutting down` came) -> CLOSED (then the end of the
+    stream).
     """
 
     def __init__(self, port, count, per_address):
@@ -178,7 +183,7 @@ class Crowd:
         self.head = [b""] * count  # bytes expected next, until registered
         self.tail = [b""] * count  # the end of the last read (final phase)
         self.by_fd = {}
-        self.counts = [0] * 5      # clients in each stage
+        self.counts = [0] * 7      # clients in each stage
         self.bytes = 0
         self.marker = None
         self.buffer = bytearray(RECV_SIZE)
@@ -222,23 +227,48 @@ class Crowd:
             return
         except ConnectionError as error:
             raise Failure(f"c{index}: {error}")
-        if size == 0:
-            raise Failure(f"c{index}: the server closed the connection "
-                          f"(stage {self.stage[index]})")
-        self.bytes += size
         stage = self.stage[index]
+        if size == 0:
+            if stage != TOLD:
+                raise Failure(f"c{index}: the server closed the connection "
+                              f"(stage {stage})")
+            self.move(index, CLOSED)
+            self.epoll.unregister(sock.fileno())
+            return
+        self.bytes += size
         if stage in (CONNECTING, JOINING):
             self.expected(index, bytes(self.buffer[:size]))
         elif stage == WELCOMED:
             raise Failure(f"c{index}: unexpected "
                           f"{bytes(self.buffer[:min(size, 200)])!r}")
+        elif stage == TOLD:
+            raise Failure(f"c{index}: after `Server shutting down`: "
+                          f"{bytes(self.buffer[:min(size, 200)])!r}")
+        elif stage == DONE:
+            self.after_message(index, self.tail[index] +
+                               bytes(self.buffer[:size]))
         elif stage == REGISTERED and self.marker is not None:
             # The message may be split between two reads: keep a tail.
             data = self.tail[index] + bytes(self.buffer[:size])
-            if self.marker in data:
+            at = data.find(self.marker)
+            if at >= 0:
                 self.move(index, DONE)
+                self.after_message(index, data[at + len(self.marker):])
             else:
                 self.tail[index] = data[1 - len(self.marker):]
+
+    def after_message(self, index, data):
+        """After the message only `Server shutting down` may come, as the
+        very next line; the tail keeps what came of it so far."""
+        if data[:len(GOODBYE)] != GOODBYE[:len(data)]:
+            raise Failure(f"c{index}: expected {GOODBYE!r}, got "
+                          f"{data[:200]!r}")
+        if len(data) > len(GOODBYE):
+            raise Failure(f"c{index}: after `Server shutting down`: "
+                          f"{data[len(GOODBYE):][:200]!r}")
+        self.tail[index] = data
+        if data == GOODBYE:
+            self.move(index, TOLD)
 
     def expected(self, index, data):
         """The welcome, or the client's own arrival: exact bytes first."""
@@ -368,6 +398,14 @@ def run(args):
         if children:
             raise Failure(f"{len(children)} processes of the server "
                           f"outlived it")
+
+        # 4. Every client was told, then the stream ended.
+        wait_until(crowd, lambda: counts[CLOSED] == n,
+                   time.monotonic() + 30 * TIME_FACTOR, "reading the goodbyes",
+                   lambda: f"{counts[TOLD] + counts[CLOSED]} told, "
+                           f"{counts[CLOSED]} closed")
+        log(f"every client got `Server shutting down`, then the end of "
+            f"the stream")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
