@@ -45,6 +45,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from server_process import children, sanitizer_report  # noqa: E402
+
 TIME_FACTOR = float(os.environ.get("CONFORMANCE_TIME_FACTOR") or 1)
 DEADLINE = 5.0 * TIME_FACTOR  # seconds for anything to arrive
 PROMPT = b"Enter user name: "
@@ -189,11 +192,6 @@ def server_side_inodes(server_port, client_port):
     return inodes
 
 
-def children_of(pid):
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(child) for child in f.read().split()]
-
-
 def child_serving(server_pid, server_port, client):
     """The pid of the child that holds the server's end of client's socket
     (waiting for the parent to accept and fork, if it has not yet)."""
@@ -201,7 +199,7 @@ def child_serving(server_pid, server_port, client):
     while time.monotonic() < deadline:
         targets = {f"socket:[{inode}]" for inode in server_side_inodes(
             server_port, client.sock.getsockname()[1])}
-        for child in children_of(server_pid):
+        for child in children(server_pid):
             try:
                 for fd in os.listdir(f"/proc/{child}/fd"):
                     if os.readlink(f"/proc/{child}/fd/{fd}") in targets:
@@ -388,10 +386,10 @@ def run_rounds(args, server_pid, port):
     if names != expected:
         fail(f"NAMES after the rounds: {names}, expected {expected}")
 
-    children = children_of(server_pid)
-    zombies = [pid for pid in children if process_state(pid) == "Z"]
-    if len(children) != len(everyone) or zombies:
-        fail(f"{len(children)} children ({len(zombies)} zombies) for "
+    serving = children(server_pid)
+    zombies = [pid for pid in serving if process_state(pid) == "Z"]
+    if len(serving) != len(everyone) or zombies:
+        fail(f"{len(serving)} children ({len(zombies)} zombies) for "
              f"{len(everyone)} connections")
     if address and args.rounds >= 10 and in_lock == 0:
         fail("no child was caught holding the lock: the repair went untested")
@@ -423,8 +421,9 @@ def stop_server(server, log, in_lock):
         fail("processes of the server's group outlived it")
     except ProcessLookupError:
         pass
-    if re.search(r"Sanitizer|runtime error:", text):
-        fail("sanitizer report:\n" + text[-5000:])
+    report = sanitizer_report(text)
+    if report:
+        fail("sanitizer report:\n" + report)
     repaired = text.count("died holding the room lock")
     if repaired < in_lock:
         fail(f"{in_lock} children died holding the lock but "

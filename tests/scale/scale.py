@@ -49,10 +49,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from server_process import alive, descendants, sanitizer_report  # noqa: E402
+
 TIME_FACTOR = float(os.environ.get("CONFORMANCE_TIME_FACTOR") or 1)
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "LeakSanitizer",
-                     "runtime error:", "WARNING: ThreadSanitizer",
-                     "SUMMARY: ")
 WELCOME = b"Welcome to ChatServer\r\nEnter user name: "
 RECV_SIZE = 256 * 1024
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -68,33 +68,6 @@ class Failure(Exception):
 
 def log(text):
     print(text, flush=True)
-
-
-def alive(pid):
-    """True while pid is a live process (not a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2] not in "ZX"
-
-
-def descendants(pid):
-    """The processes below pid, from /proc/PID/task/*/children."""
-    found, frontier = set(), {pid}
-    while frontier:
-        below = set()
-        for parent in frontier:
-            try:
-                for task in os.listdir(f"/proc/{parent}/task"):
-                    with open(f"/proc/{parent}/task/{task}/children") as kids:
-                        below.update(int(kid) for kid in kids.read().split())
-            except OSError:
-                pass  # gone
-        frontier = below - found
-        found |= frontier
-    return found
 
 
 def memory_of(pid):
@@ -415,8 +388,7 @@ def run(args):
         stderr.seek(0)
         text = stderr.read().decode("utf-8", "replace")
         stderr.close()
-        report = next((text[text.find(m):][:6000] for m in SANITIZER_MARKERS
-                       if m in text), "")
+        report = sanitizer_report(text)
         if report:
             raise Failure("sanitizer report on stderr:\n" + report)
 
