@@ -80,6 +80,8 @@ struct options {
   double rate;               /* R, latency messages per second in total */
   double warmup_s;           /* before each measured window */
   double duration_s;         /* each measured window */
+  uint32_t min_fanouts;      /* throughput: messages a window must hold */
+  double max_duration_s;     /* throughput: longest extended window */
   uint32_t message_bytes;    /* payload of a message line */
   uint32_t sources;          /* 127.0.0.x source addresses, 0 = automatic */
   uint32_t connect_parallel; /* connections being set up at once */
@@ -101,6 +103,8 @@ static struct options options = {
     .rate = 1000,
     .warmup_s = 1.0,
     .duration_s = 5.0,
+    .min_fanouts = 20,
+    .max_duration_s = 0, /* 0 = 6 x duration */
     .message_bytes = 32,
     .sources = 0,
     .connect_parallel = 128,
@@ -130,6 +134,13 @@ static void usage(FILE *out) {
       "                            (default 1000)\n"
       "  -d, --duration SECONDS    each measured window (default 5)\n"
       "      --warmup SECONDS      load before each window (default 1)\n"
+      "      --min-fanouts M       throughput: the window goes on past the\n"
+      "                            duration until M messages were sent in it\n"
+      "                            and it lasted twice as long as the ones in\n"
+      "                            flight at its start took to reach everyone\n"
+      "                            (default 20; 0 = a fixed window)\n"
+      "      --max-duration S      throughput: longest such window (default\n"
+      "                            6 x duration)\n"
       "      --message-bytes B     message text length (default 32)\n"
       "      --sources K           bind clients to 127.0.0.1..K (default:\n"
       "                            one per 16000 clients)\n"
@@ -201,6 +212,8 @@ static void parse_options(int argc, char **argv) {
     OPT_DRAIN_TIMEOUT,
     OPT_RCVBUF,
     OPT_CONTROL,
+    OPT_MIN_FANOUTS,
+    OPT_MAX_DURATION,
   };
   static const struct option longs[] = {
       {"host", required_argument, NULL, 'H'},
@@ -219,6 +232,8 @@ static void parse_options(int argc, char **argv) {
       {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
       {"rcvbuf", required_argument, NULL, OPT_RCVBUF},
       {"control", no_argument, NULL, OPT_CONTROL},
+      {"min-fanouts", required_argument, NULL, OPT_MIN_FANOUTS},
+      {"max-duration", required_argument, NULL, OPT_MAX_DURATION},
       {"quiet", no_argument, NULL, 'q'},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
@@ -283,6 +298,12 @@ static void parse_options(int argc, char **argv) {
       break;
     case OPT_CONTROL:
       options.control = true;
+      break;
+    case OPT_MIN_FANOUTS:
+      options.min_fanouts = parse_count(optarg, "minimum fan-outs", 0, 1000000);
+      break;
+    case OPT_MAX_DURATION:
+      options.max_duration_s = parse_seconds(optarg, "maximum duration");
       break;
     case 'q':
       options.quiet = true;
@@ -1189,6 +1210,9 @@ struct workload_result {
   struct snapshot start, end;
   double drain_s;
   uint64_t messages_in_window;
+  bool extended;      /* throughput: went on past the duration */
+  double in_flight_s; /* how long the messages in flight at the start took to
+                         reach every client; -1: not within the window */
 };
 
 static struct workload_result throughput_result, latency_result;
@@ -1221,6 +1245,34 @@ static void drain(struct workload_result *result) {
   }
 }
 
+/* A throughput window too short for what it measures is no measurement: a
+ * sender whose echo waits behind a fan-out to 10,000 may send nothing for
+ * seconds. So the window lasts the duration, then goes on until it holds
+ * --min-fanouts messages sent inside it and lasted at least twice as long as
+ * the messages in flight at its start took to reach every client (about the
+ * drain that follows it), or until --max-duration. The sweep calls a window
+ * that never got there stalled, never a rate. */
+static struct {
+  int64_t start_ns;
+  uint64_t sent_at_start;
+  uint64_t delivered_target; /* sum_last_seq once those reached everyone */
+  int64_t in_flight_ns;      /* how long that took; -1 until it happened */
+} extension;
+
+static bool note_in_flight_delivered(void) {
+  if (extension.in_flight_ns < 0 &&
+      run.sum_last_seq >= extension.delivered_target)
+    extension.in_flight_ns = now_ns() - extension.start_ns;
+  return false;
+}
+
+static bool window_holds_enough(void) {
+  note_in_flight_delivered();
+  return extension.in_flight_ns >= 0 &&
+         run.messages_sent - extension.sent_at_start >= options.min_fanouts &&
+         now_ns() - extension.start_ns >= 2 * extension.in_flight_ns;
+}
+
 static void throughput_phase(void) {
   run.phase = PHASE_THROUGHPUT;
   throughput_result.ran = true;
@@ -1232,7 +1284,25 @@ static void throughput_phase(void) {
       send_message(s, now);
   serve_for(options.warmup_s);
   throughput_result.start = mark("throughput-start");
-  serve_for(options.duration_s);
+  uint64_t sent = 0;
+  for (uint32_t s = 0; s < options.senders; s++)
+    sent += run.senders[s].sent;
+  extension.start_ns = throughput_result.start.ns;
+  extension.sent_at_start = throughput_result.start.messages_sent;
+  extension.delivered_target = sent * options.clients;
+  extension.in_flight_ns = -1;
+  now = now_ns();
+  serve_until(note_in_flight_delivered,
+              now + seconds_to_ns(options.duration_s));
+  if (options.min_fanouts > 0 && !run.aborted && !window_holds_enough()) {
+    double longest = options.max_duration_s > 0 ? options.max_duration_s
+                                                : 6 * options.duration_s;
+    throughput_result.extended = true;
+    serve_until(window_holds_enough,
+                extension.start_ns + seconds_to_ns(longest));
+  }
+  throughput_result.in_flight_s =
+      extension.in_flight_ns < 0 ? -1 : ns_to_seconds(extension.in_flight_ns);
   throughput_result.end = mark("throughput-end");
   if (!run.aborted)
     drain(&throughput_result);
@@ -1347,7 +1417,12 @@ static void print_result(void) {
   printf("}");
   if (throughput_result.ran) {
     print_window("throughput", &throughput_result);
-    printf("}");
+    printf(",\"extended\":%s,\"in_flight_s\":%.3f,\"min_fanouts\":%" PRIu32
+           ",\"max_duration_s\":%.3f}",
+           throughput_result.extended ? "true" : "false",
+           throughput_result.in_flight_s, options.min_fanouts,
+           options.max_duration_s > 0 ? options.max_duration_s
+                                      : 6 * options.duration_s);
   }
   if (latency_result.ran) {
     print_window("latency", &latency_result);
