@@ -55,6 +55,7 @@ static struct {
   const char *tmp_dir;
   double scale; /* time budgets are multiplied by this: --quick makes it 0.2 */
   bool quiet;
+  bool cycle_only; /* --cycle-only: the cycle row alone */
 } options = {.out_dir = ".", .scale = 1.0};
 
 struct row {
@@ -282,7 +283,7 @@ static void cpuinfo_field(const char *key, char *value, size_t size) {
   if (!f) {
     return;
   }
-  char line[512];
+  char line[4096]; /* the flags line is long */
   while (fgets(line, sizeof line, f)) {
     char *colon = strchr(line, ':');
     if (colon && strncmp(line, key, strlen(key)) == 0) {
@@ -382,47 +383,181 @@ static void describe_machine(void) {
 
 /* ---- One CPU cycle ---------------------------------------------------- */
 
-/* One add whose result the next one needs: the empty asm makes the compiler
- * keep every add, and keep them in order. An add takes one cycle, so a chain
- * of them runs at one per cycle whatever the loop around it costs (the loop
- * counter runs beside the chain on any out-of-order CPU). */
-#define ADD1(x)                                                                \
-  x += 1;                                                                      \
+/* The cycle is timed over a chain of dependent 64-bit multiplies: each
+ * needs the one before, and an integer multiply's latency is 3 cycles on
+ * every x86-64 core of the last fifteen years (Intel since Core 2, AMD since
+ * K10 and every Zen). No core folds or eliminates a multiply, unlike a chain
+ * of adds of a constant, which Intel cores since Golden Cove (Sapphire
+ * Rapids) execute several per cycle at rename: such a chain showed a
+ * "17.6 GHz" clock on a 2.3 GHz Xeon. The empty asm keeps the compiler from
+ * merging the multiplies, and the factor lives in a register the compiler
+ * cannot see into, so that it cannot turn a multiply into shifts and adds.
+ * Elsewhere (no known multiply latency) the chain is of register adds, one
+ * cycle each, which no core eliminates either. */
+#if defined(__x86_64__) || defined(__i386__)
+#define CHAIN_LATENCY 3
+#define CHAIN_STEP(x, m) x *= m;
+#define CHAIN_TEXT "dependent 64-bit integer multiplies (3 cycles each)"
+#else
+#define CHAIN_LATENCY 1
+#define CHAIN_STEP(x, m) x += m;
+#define CHAIN_TEXT "dependent register adds (1 cycle each)"
+#endif
+#define STEP1(x, m)                                                            \
+  CHAIN_STEP(x, m)                                                             \
   __asm__ volatile("" : "+r"(x));
-#define ADD10(x)                                                               \
-  ADD1(x)                                                                      \
-  ADD1(x) ADD1(x) ADD1(x) ADD1(x) ADD1(x) ADD1(x) ADD1(x) ADD1(x) ADD1(x)
-#define ADDS_PER_ROUND 100
+#define STEP10(x, m)                                                           \
+  STEP1(x, m)                                                                  \
+  STEP1(x, m)                                                                  \
+  STEP1(x, m) STEP1(x, m) STEP1(x, m) STEP1(x, m) STEP1(x, m) STEP1(x, m)      \
+      STEP1(x, m) STEP1(x, m)
+#define STEPS_PER_ROUND 100
 
-static uint64_t add_chain(long rounds) {
-  uint64_t x = 0;
+static uint64_t dependent_chain(long rounds) {
+  uint64_t x = 1, m = 0x9E3779B97F4A7C15u; /* odd: x never becomes 0 */
+  __asm__ volatile("" : "+r"(m));
   for (long i = 0; i < rounds; i++) {
-    ADD10(x) ADD10(x) ADD10(x) ADD10(x) ADD10(x);
-    ADD10(x) ADD10(x) ADD10(x) ADD10(x) ADD10(x);
+    STEP10(x, m) STEP10(x, m) STEP10(x, m) STEP10(x, m) STEP10(x, m);
+    STEP10(x, m) STEP10(x, m) STEP10(x, m) STEP10(x, m) STEP10(x, m);
   }
   return x;
 }
 
+/* The time-stamp counter's rate in GHz, against the monotonic clock, where
+ * the CPU says it ticks at a constant rate (constant_tsc: the nominal
+ * clock, whatever the core's speed); 0 elsewhere. */
+static double tsc_ghz(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  char flags[4096];
+  cpuinfo_field("flags", flags, sizeof flags);
+  if (!strstr(flags, " constant_tsc")) {
+    return 0;
+  }
+  double rates[5];
+  for (int i = 0; i < 5; i++) {
+    uint32_t lo0, hi0, lo1, hi1;
+    double t0 = now_ns();
+    __asm__ volatile("rdtsc" : "=a"(lo0), "=d"(hi0));
+    double t1;
+    do { /* 10 ms: the clocks' read costs are far below 0.1 % of it */
+      t1 = now_ns();
+    } while (t1 - t0 < 1e7);
+    __asm__ volatile("rdtsc" : "=a"(lo1), "=d"(hi1));
+    uint64_t ticks =
+        (((uint64_t)hi1 << 32) | lo1) - (((uint64_t)hi0 << 32) | lo0);
+    rates[i] = (double)ticks / (t1 - t0);
+  }
+  qsort(rates, 5, sizeof rates[0], compare_doubles);
+  return rates[2];
+#else
+  return 0;
+#endif
+}
+
+/* A cpufreq figure of cpu0 in GHz (its files are in kHz), or 0. */
+static double cpufreq_ghz(const char *name) {
+  char path[128], text[64];
+  snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cpufreq/%s", name);
+  return atof(read_text(path, text, sizeof text)) / 1e6;
+}
+
+/* A figure (in ns) from the environment, for the tests of the check; or 0. */
+static double injected_ns(const char *name) {
+  const char *text = getenv(name);
+  double ns = text ? atof(text) : 0;
+  if (ns > 0) {
+    fprintf(stderr, "chat-latency: %s=%s: %s\n", name, text,
+            strcmp(name, "CHAT_LATENCY_CHAIN_NS") == 0
+                ? "pretending the chain measured this"
+                : "reporting this cycle, unchecked (a deliberately broken "
+                  "figure, for the test)");
+  }
+  return ns;
+}
+
+/* Set when the chain's clock is not believable: the table says so. */
+static char cycle_warning[160];
+
 static void measure_cycle(void) {
   progress("one CPU cycle");
   samples_reset();
-  /* A million adds: about a millisecond, short enough that most samples
-   * run without being preempted on a busy machine. */
+  /* About 3 million cycles a sample (1 ms at 3 GHz): short enough that
+   * most samples run without being preempted on a busy machine. */
   const long rounds = 10000;
-  sink = add_chain(rounds); /* warm up: let the clock speed settle */
+  const double cycles = (double)rounds * STEPS_PER_ROUND * CHAIN_LATENCY;
+  sink = dependent_chain(rounds); /* warm up: let the clock speed settle */
   struct budget b = budget(0.6, 1000);
   while (budget_left(&b)) {
     double t0 = cpu_now_ns();
-    sink = add_chain(rounds);
-    sample_add((cpu_now_ns() - t0) / (rounds * ADDS_PER_ROUND),
-               rounds * ADDS_PER_ROUND);
+    sink = dependent_chain(rounds);
+    sample_add((cpu_now_ns() - t0) / cycles, rounds * STEPS_PER_ROUND);
   }
   struct row *row = &rows[ROW_CYCLE];
   samples_to_row(row);
-  snprintf(row->method, sizeof row->method,
-           "a chain of dependent 1-cycle integer adds, 10^6 per sample, "
-           "thread CPU time (%.2f GHz; /proc/cpuinfo says %s MHz)",
-           1 / row->median_ns, *machine.mhz ? machine.mhz : "?");
+  double injected = injected_ns("CHAT_LATENCY_CHAIN_NS");
+  if (injected > 0) {
+    row->median_ns = row->min_ns = injected;
+  }
+
+  /* Check the chain's clock against the nominal one: the time-stamp
+   * counter's rate where it is constant, else /proc/cpuinfo's "cpu MHz".
+   * Turbo runs a core up to about twice its nominal clock (or up to
+   * cpufreq's maximum, where the kernel gives one), power saving down to
+   * about half (or cpufreq's minimum); outside that, the chain was not
+   * timed right (a core that folds it, a virtual machine's clock) and the
+   * nominal clock is the better figure. */
+  double chain = 1 / row->median_ns;
+  double tsc = tsc_ghz();
+  double cpuinfo = atof(machine.mhz) / 1000;
+  double nominal = tsc > 0 ? tsc : cpuinfo;
+  double high = cpufreq_ghz("cpuinfo_max_freq") * 1.1;
+  double low = cpufreq_ghz("cpuinfo_min_freq") * 0.9;
+  if (high <= 0 || high < nominal) {
+    high = 2 * nominal;
+  }
+  if (low <= 0 || low > nominal) {
+    low = nominal / 2;
+  }
+  char clocks[160];
+  snprintf(clocks, sizeof clocks,
+           "time-stamp counter %.2f GHz; /proc/cpuinfo %s MHz", tsc,
+           *machine.mhz ? machine.mhz : "?");
+  if (tsc <= 0) {
+    snprintf(clocks, sizeof clocks,
+             "no constant time-stamp counter; "
+             "/proc/cpuinfo %s MHz",
+             *machine.mhz ? machine.mhz : "?");
+  }
+  if (nominal <= 0) {
+    snprintf(row->method, sizeof row->method,
+             "a chain of " CHAIN_TEXT ", 10^6 per sample, thread CPU time: "
+             "%.2f GHz (%s: nothing to check it against)",
+             chain, clocks);
+  } else if (chain >= low && chain <= high) {
+    snprintf(row->method, sizeof row->method,
+             "a chain of " CHAIN_TEXT ", 10^6 per sample, thread CPU time: "
+             "%.2f GHz, %.2f x the nominal clock (%s; believable from %.2f "
+             "to %.2f GHz)",
+             chain, chain / nominal, clocks, low, high);
+  } else {
+    snprintf(cycle_warning, sizeof cycle_warning,
+             "the nominal clock: the measured %.2f GHz is %.2f x it, more "
+             "than turbo explains",
+             chain, chain / nominal);
+    snprintf(
+        row->method, sizeof row->method,
+        "1 / the nominal clock, %.3f GHz (%s), because the chain of " CHAIN_TEXT
+        " gave %.2f GHz, outside the believable %.2f to "
+        "%.2f GHz",
+        nominal, clocks, chain, low, high);
+    row->median_ns = row->min_ns = 1 / nominal;
+  }
+  double broken = injected_ns("CHAT_LATENCY_CYCLE_NS");
+  if (broken > 0) {
+    row->median_ns = row->min_ns = broken;
+    snprintf(row->method, sizeof row->method,
+             "CHAT_LATENCY_CYCLE_NS=%g: a figure given, not measured", broken);
+  }
 }
 
 /* ---- Caches and memory: a dependent pointer chase --------------------- */
@@ -1257,10 +1392,13 @@ static void print_table(FILE *out, const char *group) {
     }
     char measured[32], scaled[32];
     cell_texts(row, measured, scaled, sizeof measured);
-    fprintf(out, "| %s%s%s%s | %s | %s |", row->event,
+    fprintf(out, "| %s%s%s%s", row->event,
             row->talk_event ? " (the talk: " : "",
-            row->talk_event ? row->talk_event : "", row->talk_event ? ")" : "",
-            measured, scaled);
+            row->talk_event ? row->talk_event : "", row->talk_event ? ")" : "");
+    if (i == ROW_CYCLE && *cycle_warning) {
+      fprintf(out, " (%s)", cycle_warning);
+    }
+    fprintf(out, " | %s | %s |", measured, scaled);
     if (talk) {
       fprintf(out, " %s | %s |", row->talk_latency ? row->talk_latency : "-",
               row->talk_scaled ? row->talk_scaled : "-");
@@ -1397,7 +1535,8 @@ static void write_file(const char *name, double seconds) {
 
 static void usage(FILE *out) {
   fprintf(out,
-          "Usage: chat-latency [--out DIR] [--dir DIR] [--quick] [--quiet]\n"
+          "Usage: chat-latency [--out DIR] [--dir DIR] [--quick] [--quiet] "
+          "[--cycle-only]\n"
           "Measures the talk's latency table on this machine (in under a "
           "minute)\nand writes latency.md, latency.csv and latency_sweep.csv "
           "in DIR.\n\n"
@@ -1408,6 +1547,9 @@ static void usage(FILE *out) {
           "  --quick     fewer samples, smaller sets (a smoke test, not a\n"
           "              measurement)\n"
           "  --quiet     no progress on standard error\n"
+          "  --cycle-only  measure one CPU cycle alone (a second) and write\n"
+          "              the files with that row only: for the test of the\n"
+          "              cycle\n"
           "  -h, --help  this text\n");
 }
 
@@ -1421,6 +1563,8 @@ static void parse_arguments(int argc, char *argv[]) {
       options.scale = 0.2;
     } else if (strcmp(arg, "--quiet") == 0) {
       options.quiet = true;
+    } else if (strcmp(arg, "--cycle-only") == 0) {
+      options.cycle_only = true;
     } else if ((strcmp(arg, "--out") == 0 || strcmp(arg, "--dir") == 0) &&
                i + 1 < argc) {
       *(strcmp(arg, "--out") == 0 ? &options.out_dir : &options.tmp_dir) =
@@ -1447,14 +1591,16 @@ int main(int argc, char *argv[]) {
   /* The process costs first, while this process is small (fork copies its
    * page tables); the big memory buffers come after. */
   measure_cycle();
-  measure_fork();
-  measure_pthread();
-  measure_switches();
-  measure_epoll();
-  measure_libevent();
-  measure_memory_hierarchy();
-  measure_storage();
-  measure_loopback();
+  if (!options.cycle_only) {
+    measure_fork();
+    measure_pthread();
+    measure_switches();
+    measure_epoll();
+    measure_libevent();
+    measure_memory_hierarchy();
+    measure_storage();
+    measure_loopback();
+  }
   double seconds = (now_ns() - start) / 1e9;
 
   write_file("latency.md", seconds);
