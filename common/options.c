@@ -87,14 +87,9 @@ static bool parse_number(const char *text, unsigned long long low,
 
 static bool valid_room_name(const char *name) {
   size_t length = strlen(name);
-  if (length == 0 || length > ROOM_NAME_MAX_BYTES ||
-      !utf8_validate(name, length, NULL))
-    return false;
-  for (size_t i = 0; i < length; i++) {
-    if (is_control_byte((unsigned char)name[i]))
-      return false;
-  }
-  return true;
+  return length > 0 && length <= ROOM_NAME_MAX_BYTES &&
+         utf8_validate(name, length, NULL) &&
+         !utf8_has_control(name, length, false);
 }
 
 static int bad_argument(const char *program, FILE *err, const char *what,
@@ -223,6 +218,17 @@ int options_parse(struct chat_options *options, int argc, char *argv[],
     int status = set_option(options, program, 'p', argv[optind + 1], err);
     if (status != OPTIONS_RUN)
       return status;
+  }
+  /* Checked once every option is read, whatever their order: a backlog that
+   * cannot hold two of the longest lines would drop every reader of one
+   * legal line as slow. */
+  if (options->max_backlog / 2 < options->max_line) {
+    fprintf(err,
+            "%s: --max-backlog %zu is below twice --max-line %zu: a client "
+            "must be able to hold two of the longest lines\n",
+            program, options->max_backlog, options->max_line);
+    fprintf(err, "Try '%s --help' for more information.\n", program);
+    return 2;
   }
   return OPTIONS_RUN;
 }

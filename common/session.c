@@ -61,14 +61,6 @@ static struct chat_text trim(const char *line, size_t length) {
   return (struct chat_text){line, length};
 }
 
-static bool has_control_byte(const char *bytes, size_t length) {
-  for (size_t i = 0; i < length; i++) {
-    if (bytes[i] != '\t' && is_control_byte((unsigned char)bytes[i]))
-      return true;
-  }
-  return false;
-}
-
 static bool is_command(struct chat_text text, const char *command) {
   size_t length = strlen(command);
   if (text.length != length)
@@ -83,20 +75,19 @@ static bool is_command(struct chat_text text, const char *command) {
   return true;
 }
 
-/* A valid name: 1 to 32 code points, no space, colon or control byte. The
- * line is already known to be valid UTF-8. */
+/* A valid name: 1 to 32 code points, no space, colon or control character
+ * (TAB included, and the C1 and bidirectional controls). The line is
+ * already known to be valid UTF-8. */
 static bool is_valid_name(struct chat_text name) {
   size_t characters;
   if (!utf8_validate(name.bytes, name.length, &characters))
     return false;
   if (characters < 1 || characters > CHAT_NAME_MAX_CHARACTERS)
     return false;
-  for (size_t i = 0; i < name.length; i++) {
-    unsigned char byte = (unsigned char)name.bytes[i];
-    if (byte == ' ' || byte == ':' || is_control_byte(byte))
-      return false;
-  }
-  return true;
+  if (memchr(name.bytes, ' ', name.length) ||
+      memchr(name.bytes, ':', name.length))
+    return false;
+  return !utf8_has_control(name.bytes, name.length, false);
 }
 
 struct session_step session_start(struct session *session,
@@ -129,7 +120,7 @@ static struct session_step on_chat(struct session *session,
     session->phase = SESSION_CLOSED;
     return (struct session_step){.reply = TEXT(CHAT_BYE), .close = true};
   }
-  if (has_control_byte(line, length))
+  if (utf8_has_control(line, length, true))
     return reply(TEXT(CHAT_CONTROL_CHARACTERS));
   struct chat_text said =
       format(context, "%.*s: %.*s" CHAT_EOL, (int)session->name_length,

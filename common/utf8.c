@@ -4,7 +4,42 @@
  * U+10FFFF are excluded (Unicode 15, table 3-7). */
 #include "utf8.h"
 
-bool is_control_byte(unsigned char byte) { return byte < 0x20 || byte == 0x7F; }
+bool is_control_byte(unsigned char byte) {
+  return byte < 0x20 || byte == 0x7F;
+}
+
+bool is_control_character(unsigned long code_point) {
+  return code_point < 0x20 || (code_point >= 0x7F && code_point <= 0x9F) ||
+         (code_point >= 0x202A && code_point <= 0x202E) ||
+         (code_point >= 0x2066 && code_point <= 0x2069);
+}
+
+bool utf8_has_control(const char *bytes, size_t length, bool tab_allowed) {
+  const unsigned char *s = (const unsigned char *)bytes;
+  size_t i = 0;
+  while (i < length) {
+    unsigned long code_point = s[i];
+    size_t followers = 0;
+    if (s[i] >= 0xF0) {
+      code_point = s[i] & 0x07u;
+      followers = 3;
+    } else if (s[i] >= 0xE0) {
+      code_point = s[i] & 0x0Fu;
+      followers = 2;
+    } else if (s[i] >= 0xC0) {
+      code_point = s[i] & 0x1Fu;
+      followers = 1;
+    }
+    /* Validated text holds every follower; stop short of the end anyway. */
+    for (size_t k = 1; k <= followers && i + k < length; k++)
+      code_point = code_point << 6 | (s[i + k] & 0x3Fu);
+    if (is_control_character(code_point) &&
+        !(tab_allowed && code_point == '\t'))
+      return true;
+    i += followers + 1;
+  }
+  return false;
+}
 
 bool utf8_validate(const char *bytes, size_t length, size_t *characters) {
   const unsigned char *s = (const unsigned char *)bytes;

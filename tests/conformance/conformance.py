@@ -65,6 +65,12 @@ SERVER_FULL = b"Server full, try again later\r\n"
 TIMED_OUT = b"Timed out waiting for a user name\r\n"
 SHUTTING_DOWN = b"Server shutting down\r\n"
 
+# The control characters beyond ASCII's (§4): every C1 control and every
+# bidirectional override and isolate.
+C1_AND_BIDI = ([chr(c) for c in range(0x80, 0xA0)]
+               + [chr(c) for c in range(0x202A, 0x202F)]
+               + [chr(c) for c in range(0x2066, 0x206A)])
+
 # Telnet bytes (RFC 854).
 IAC, DONT, DO, WONT, WILL, SB = 255, 254, 253, 252, 251, 250
 SE, NOP, DM, IP, AYT, EC, EL, GA = 240, 241, 242, 244, 246, 247, 248, 249
@@ -700,6 +706,24 @@ class Session(ChatTest):
         client.send(b"ok\n")
         client.expect_lines("User ok arrived.")
 
+    def test_c1_and_bidi_controls_in_names(self):
+        """§3.2/§4: the C1 controls (U+0080 to U+009F) and the
+        bidirectional overrides and isolates (U+202A to U+202E, U+2066 to
+        U+2069) are control characters in a name: the invalid-name answer
+        and the prompt; the characters just outside those ranges are
+        fine."""
+        server = self.start()
+        ada = self.arrive(server, "ada")
+        client = self.connected(server, "n")
+        for bad in C1_AND_BIDI:
+            for name in ("x" + bad, bad + "ada", "a" + bad + "b"):
+                client.send(name.encode() + b"\n")
+                client.expect(INVALID_NAME + PROMPT, what=f" (for {name!r})")
+        fine = "\u00a0\u2029\u202f\u2065\u206a\u00bf"
+        client.send(("b" + fine).encode() + b"\n")
+        client.expect_lines("User b" + fine + " arrived.")
+        ada.expect_lines("User b" + fine + " arrived.")  # nothing came before
+
     def test_name_taken(self):
         """§3.2: a name in use (byte for byte) gets `Username NAME not
         available` and the prompt; another case is another name."""
@@ -1209,11 +1233,12 @@ class BadInput(ChatTest):
             member.expect_lines("bob: marker")
 
     def test_valid_utf8_edges(self):
-        """§4: valid UTF-8 at the edges is a message: U+0080, U+07FF,
-        U+0800, U+D7FF, U+E000, U+FFFD, U+FFFF, U+10000, U+10FFFF."""
+        """§4: valid UTF-8 at the edges is a message: U+00A0 (the first
+        two-byte character that is no C1 control), U+07FF, U+0800, U+D7FF,
+        U+E000, U+FFFD, U+FFFF, U+10000, U+10FFFF."""
         server = self.start()
         ada, bob = self.room(server, "ada", "bob")
-        text = "".join(map(chr, (0x80, 0x7FF, 0x800, 0xD7FF, 0xE000, 0xFFFD,
+        text = "".join(map(chr, (0xA0, 0x7FF, 0x800, 0xD7FF, 0xE000, 0xFFFD,
                                  0xFFFF, 0x10000, 0x10FFFF))).encode()
         ada.send(text + b"\n")
         for member in (ada, bob):
@@ -1232,6 +1257,25 @@ class BadInput(ChatTest):
         ada.send(b"tab\tok\n")
         for member in (ada, bob):
             member.expect_lines("ada: tab\tok")
+
+    def test_c1_and_bidi_controls(self):
+        """§4: the C1 controls U+0080 to U+009F (U+009B is a terminal's
+        CSI: `CSI 1G CSI 2K` erases the line a fake notice then fills) and
+        the bidirectional overrides and isolates U+202A to U+202E and
+        U+2066 to U+2069 get `Line ignored: control characters are not
+        allowed` and reach nobody; the characters just outside those ranges
+        are a message."""
+        server = self.start()
+        ada, bob = self.room(server, "ada", "bob")
+        forged = "\u009b1G\u009b2KUser bob departed."
+        for bad in [forged, "moc.\u202etxt.exe"] + [
+                "a" + control + "b" for control in C1_AND_BIDI]:
+            ada.send(bad.encode() + b"\n")
+            ada.expect(CONTROL, what=f" (for {bad!r})")
+        fine = "\u00a0 \u2029 \u202f \u2065 \u206a \u00bf"
+        ada.send(fine.encode() + b"\n")
+        for member in (ada, bob):  # bob's next line: nothing came before
+            member.expect_lines("ada: " + fine)
 
     def test_checks_in_order(self):
         """§4: the first failing check answers: too long before invalid
@@ -1497,11 +1541,38 @@ class CommandLine(ChatTest):
                             f"{args}: first stderr line {first!r} does not "
                             f"name {' or '.join(names)}")
 
+    def test_backlog_below_two_lines(self):
+        """§1: --max-backlog below twice --max-line is a bad argument: one
+        line naming both options on stderr, exit 2, no server started (the
+        defaults count: --max-line 2000000 alone, --max-backlog 8191
+        alone); exactly twice is accepted, and a line of --max-line bytes
+        then reaches everyone."""
+        cases = [["--max-line", "2000000"], ["--max-backlog", "8191"],
+                 ["--max-line", "1000", "--max-backlog", "1999"],
+                 ["--max-backlog", "1999", "--max-line", "1000"]]
+        results = self.run_commands([args + ["-p", "0", "-H", "127.0.0.1"]
+                                     for args in cases])
+        for args, (status, out, err) in zip(cases, results):
+            self.assertEqual(status, 2, f"{args}: exit status; stderr {err!r}")
+            self.assertNotIn("running on port", out, f"{args}: started")
+            first = err.split("\n", 1)[0]
+            for option in ("--max-backlog", "--max-line"):
+                self.assertIn(option, first, f"{args}: first stderr line "
+                              f"{first!r} does not name {option}")
+        server = self.start("--max-line", "1000", "--max-backlog", "2000")
+        ada, bob = self.room(server, "ada", "bob")
+        ada.send(b"x" * 1000 + b"\n")
+        for member in (ada, bob):
+            member.expect(b"ada: " + b"x" * 1000 + EOL)
+
     def test_room_name_rules(self):
         """§1 (project decision): the room NAME is valid UTF-8 without
-        control characters, 1 to 256 bytes; otherwise exit 2."""
+        control characters (those of §4, C1 and bidirectional included),
+        1 to 256 bytes; otherwise exit 2."""
         bad = [b"", b"a" * 257, "é".encode() * 128 + b"a", b"a\x01b",
-               b"tab\tname", b"del\x7f", b"\xc3\x28", b"line\nbreak"]
+               b"tab\tname", b"del\x7f", b"\xc3\x28", b"line\nbreak",
+               "a\u009bz".encode(), "\u0085".encode(),
+               "moc.\u202etxt".encode(), "a\u2066z".encode()]
         results = self.run_commands([[b"-n", name, b"-p", b"0", b"-H",
                                       b"127.0.0.1"] for name in bad])
         for name, (status, out, err) in zip(bad, results):

@@ -11,7 +11,8 @@
  *
  * Invariants, each checked with abort() so that libFuzzer keeps the input:
  * - every room line is one line: it ends with CR LF, holds no other control
- *   byte (TAB aside, which a message may hold), is valid UTF-8, and starts
+ *   character (TAB aside, which a message may hold; the C1 controls and the
+ *   bidirectional overrides and isolates included), is valid UTF-8, and starts
  *   with the sender's name; every reply too (without TAB), except that a
  *   notice while naming ends with the prompt, and that a telnet refusal is
  *   IAC WONT x or IAC DONT x;
@@ -100,14 +101,29 @@ static bool ends_with(const char *bytes, size_t length, const char *suffix) {
          memcmp(bytes + length - suffix_length, suffix, suffix_length) == 0;
 }
 
-/* Server text: valid UTF-8 in lines ending CR LF, with no control byte but
- * those line ends (and TAB, which a user's message may hold); the last line
- * may be the prompt, without a line end. */
+/* Whether valid UTF-8 holds, at i, a C1 control (U+0080 to U+009F: C2 80
+ * to C2 9F) or a bidirectional override or isolate (U+202A to U+202E: E2 80
+ * AA to E2 80 AE; U+2066 to U+2069: E2 81 A6 to E2 81 A9). Written from the
+ * encodings, apart from utf8.c, to check it. */
+static bool is_wide_control_at(const unsigned char *s, size_t length,
+                               size_t i) {
+  if (s[i] == 0xC2)
+    return i + 1 < length && s[i + 1] >= 0x80 && s[i + 1] <= 0x9F;
+  if (s[i] != 0xE2 || i + 2 >= length)
+    return false;
+  return (s[i + 1] == 0x80 && s[i + 2] >= 0xAA && s[i + 2] <= 0xAE) ||
+         (s[i + 1] == 0x81 && s[i + 2] >= 0xA6 && s[i + 2] <= 0xA9);
+}
+
+/* Server text: valid UTF-8 in lines ending CR LF, with no control character
+ * but those line ends (and TAB, which a user's message may hold); the last
+ * line may be the prompt, without a line end. */
 static void require_server_text(const char *bytes, size_t length,
                                 bool tab_allowed, bool prompt_allowed) {
   REQUIRE(utf8_validate(bytes, length, NULL));
   for (size_t i = 0; i < length; i++) {
     unsigned char byte = (unsigned char)bytes[i];
+    REQUIRE(!is_wide_control_at((const unsigned char *)bytes, length, i));
     if (byte == '\r')
       REQUIRE(i + 1 < length && bytes[i + 1] == '\n');
     else if (byte == '\n')

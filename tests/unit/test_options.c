@@ -187,11 +187,13 @@ static void test_limits_accepted(void) {
   CHECK(p.options.port == 65535);
   parsed_free(&p);
 
-  p = parse(ARGV("chat", "--max-clients", "1048576", "--max-backlog", "1", "-p",
-                 "0"));
+  /* The smallest backlog holds two of the shortest lines. */
+  p = parse(ARGV("chat", "--max-clients", "1048576", "--max-backlog", "2",
+                 "--max-line", "1", "-p", "0"));
   check_runs(&p, __LINE__);
   CHECK(p.options.max_clients == 1048576);
-  CHECK(p.options.max_backlog == 1);
+  CHECK(p.options.max_backlog == 2);
+  CHECK(p.options.max_line == 1);
   CHECK(p.options.port == 0);
   parsed_free(&p);
 
@@ -259,6 +261,18 @@ static void test_bad_arguments(void) {
       {{"chat", "a\x01z"}, "room name 'a\x01z'"},
       {{"chat", "-n", "tab\there"}, "room name 'tab\there'"},
       {{"chat", "\xC0\x80"}, "room name '\xC0\x80'"},
+      /* C1 and bidirectional controls are control characters too. */
+      {{"chat", "a\xC2\x9B"
+                "2Jz"},
+       "room name 'a\xC2\x9B"
+       "2Jz'"},
+      {{"chat", "-n", "\xC2\x85"}, "room name '\xC2\x85'"},
+      {{"chat", "-n",
+        "moc.\xE2\x80\xAE"
+        "exe"},
+       "room name 'moc.\xE2\x80\xAE"
+       "exe'"},
+      {{"chat", "-n", "x\xE2\x81\xA6y"}, "room name 'x\xE2\x81\xA6y'"},
       {{"chat", "-H", ""}, "host ''"},
       /* Arguments that are not there, or should not be. */
       {{"chat", "Lobby", "1234", "extra"}, "'extra'"},
@@ -337,6 +351,43 @@ static void test_parse_twice(void) {
   parsed_free(&p);
 }
 
+/* --max-backlog below twice --max-line is refused (SPEC.md section 1), in
+ * whatever order the two come, defaults included, with one line naming
+ * both; exactly twice is accepted. */
+static void test_backlog_holds_two_lines(void) {
+  char *refused[][6] = {
+      {"chat", "--max-line", "2000000"}, /* the default backlog, 1 MiB */
+      {"chat", "--max-backlog", "8191"}, /* the default line, 4096 */
+      {"chat", "--max-line", "100", "--max-backlog", "199"},
+      {"chat", "--max-backlog", "199", "--max-line", "100"},
+      {"chat", "--max-backlog=1", "--max-line=1"},
+  };
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    check_refused(refused[i], "--max-backlog");
+    check_refused(refused[i], "--max-line");
+  }
+  struct parsed p = parse(ARGV("chat", "--max-line", "2000000"));
+  CHECK(contains(&p.err, "1048576") && contains(&p.err, "2000000"));
+  parsed_free(&p);
+
+  p = parse(ARGV("chat", "--max-backlog", "200", "--max-line", "100"));
+  check_runs(&p, __LINE__);
+  CHECK(p.options.max_backlog == 200 && p.options.max_line == 100);
+  parsed_free(&p);
+  p = parse(ARGV("chat", "--max-backlog", "8192"));
+  check_runs(&p, __LINE__);
+  parsed_free(&p);
+  p = parse(ARGV("chat", "--max-line", "524288"));
+  check_runs(&p, __LINE__);
+  parsed_free(&p);
+  p = parse(ARGV("chat", "--max-line", "524289"));
+  CHECK(p.status == 2);
+  parsed_free(&p);
+  /* A bad value is named first, before the two are compared. */
+  check_refused(ARGV("chat", "--max-line", "2000000", "--max-backlog", "x"),
+                "--max-backlog 'x'");
+}
+
 static void test_startup_line(void) {
   struct parsed p = parse(ARGV("chat", "Lobby"));
   char *text;
@@ -359,6 +410,7 @@ int main(void) {
   test_options_after_positionals();
   test_limits_accepted();
   test_bad_arguments();
+  test_backlog_holds_two_lines();
   test_help();
   test_version();
   test_parse_twice();

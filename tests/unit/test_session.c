@@ -120,6 +120,19 @@ static void test_invalid_names(void) {
       TEXT("a\tb"), /* TAB inside is a control character */
       TEXT("a\0b"),
       TEXT("\r"),
+      /* The C1 controls and the bidirectional overrides and isolates. */
+      TEXT("ada\xC2\x9B"
+           "2K"),        /* U+009B, CSI */
+      TEXT("\xC2\x80"),  /* U+0080 */
+      TEXT("a\xC2\x85"), /* U+0085, NEL */
+      TEXT("a\xC2\x9F"), /* U+009F */
+      TEXT("\xE2\x80\xAE"
+           "ada"), /* U+202E, RLO */
+      TEXT("a\xE2\x80\xAA"
+           "b"), /* U+202A, LRE */
+      TEXT("a\xE2\x81\xA6"
+           "b"),             /* U+2066, LRI */
+      TEXT("a\xE2\x81\xA9"), /* U+2069, PDI */
       /* 33 two-byte characters: 66 bytes, but one character too many. */
       TEXT(TIMES_32(E_ACUTE) E_ACUTE),
   };
@@ -148,6 +161,13 @@ static void test_valid_names(void) {
       {TEXT("  ada\t "), TEXT("ada")},         /* trimmed */
       {TEXT("\t\xC3\xA9 "), TEXT("\xC3\xA9")}, /* one multibyte character */
       {TEXT("Ada-Lovelace_1815"), TEXT("Ada-Lovelace_1815")},
+      /* Just outside the control ranges: U+00A0, U+202F, U+2065, U+206A. */
+      {TEXT("a\xC2\xA0"
+            "b"),
+       TEXT("a\xC2\xA0"
+            "b")},
+      {TEXT("\xE2\x80\xAF\xE2\x81\xA5\xE2\x81\xAA"),
+       TEXT("\xE2\x80\xAF\xE2\x81\xA5\xE2\x81\xAA")},
       {TEXT("abcdefghijklmnopqrstuvwxyz012345"), /* 32 characters */
        TEXT("abcdefghijklmnopqrstuvwxyz012345")},
       /* 32 characters of two, three and four bytes. */
@@ -310,17 +330,35 @@ static void test_bad_messages(void) {
       TEXT("\x1b[2J"),         /* ESC: clears the others' screens */
       TEXT("a\x7F"),           /* DEL */
       TEXT("fake\rada: real"), /* a bare CR rewrites the line */
-      TEXT("a\0b"),
-      TEXT("\a"),
-      TEXT("\x01"),
-      TEXT("a\x1F"),
+      TEXT("a\0b"), TEXT("\a"), TEXT("\x01"), TEXT("a\x1F"),
       TEXT("\x1b "), /* not blank: spaces are trimmed, ESC is not */
+      /* C1 CSI: erases the line and moves to its start on a terminal, so
+       * that a fake notice follows. */
+      TEXT("\xC2\x9B"
+           "1G\xC2\x9B"
+           "2KUser bob departed."),
+      TEXT("a\xC2\x80"), /* U+0080 */
+      TEXT("a\xC2\x85"), /* U+0085, NEL: a line end to some */
+      TEXT("\xC2\x9F"),  /* U+009F */
+      TEXT("\xE2\x80\xAE"
+           "txt.exe"),                   /* U+202E, RLO */
+      TEXT("a\xE2\x80\xAA"),             /* U+202A */
+      TEXT("a\xE2\x80\xAD"),             /* U+202D */
+      TEXT("\xE2\x81\xA6x\xE2\x81\xA9"), /* U+2066 ... U+2069 */
+      TEXT("\tx\xE2\x81\xA8\t"),         /* U+2068, TABs around */
   };
   for (size_t i = 0; i < sizeof control / sizeof control[0]; i++) {
     if (!CHECK_STEP(on_line(&session, &context, control[i]),
                     .reply = TEXT(CONTROL)))
       fprintf(stderr, "  control line %zu\n", i);
   }
+  /* Just outside the ranges, a message. */
+  CHECK_STEP(on_line(&session, &context,
+                     TEXT("\xC2\xA0\xE2\x80\xA9\xE2\x80\xAF\xE2\x81\xA5"
+                          "\xE2\x81\xAA")),
+             .room = SESSION_ROOM_SAY,
+             .room_line = TEXT("ada: \xC2\xA0\xE2\x80\xA9\xE2\x80\xAF"
+                               "\xE2\x81\xA5\xE2\x81\xAA\r\n"));
   /* Notices while chatting carry no prompt. */
   CHECK_STEP(on_line(&session, &context, TEXT("\xED\xA0\x80")),
              .reply = TEXT(INVALID_UTF8));

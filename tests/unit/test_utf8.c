@@ -1,4 +1,4 @@
-/* utf8_validate and is_control_byte.
+/* utf8_validate, is_control_byte and the control characters.
  *
  * First the classes of Markus Kuhn's UTF-8-test.txt, each case by hand:
  * boundaries of every sequence length, overlong forms, surrogates, values
@@ -302,11 +302,92 @@ static void test_control_bytes(void) {
   }
 }
 
+/* The control characters of SPEC.md section 4, written out as the
+ * contract lists them. */
+static bool reference_is_control(uint32_t code_point) {
+  return code_point < 0x20 || code_point == 0x7F ||
+         (code_point >= 0x80 && code_point <= 0x9F) ||
+         (code_point >= 0x202A && code_point <= 0x202E) ||
+         (code_point >= 0x2066 && code_point <= 0x2069);
+}
+
+/* Encodes a code point (not a surrogate, at most U+10FFFF); returns its
+ * length. */
+static size_t encode(uint32_t code_point, unsigned char out[4]) {
+  if (code_point < 0x80) {
+    out[0] = (unsigned char)code_point;
+    return 1;
+  }
+  if (code_point < 0x800) {
+    out[0] = (unsigned char)(0xC0 | code_point >> 6);
+    out[1] = (unsigned char)(0x80 | (code_point & 0x3F));
+    return 2;
+  }
+  if (code_point < 0x10000) {
+    out[0] = (unsigned char)(0xE0 | code_point >> 12);
+    out[1] = (unsigned char)(0x80 | (code_point >> 6 & 0x3F));
+    out[2] = (unsigned char)(0x80 | (code_point & 0x3F));
+    return 3;
+  }
+  out[0] = (unsigned char)(0xF0 | code_point >> 18);
+  out[1] = (unsigned char)(0x80 | (code_point >> 12 & 0x3F));
+  out[2] = (unsigned char)(0x80 | (code_point >> 6 & 0x3F));
+  out[3] = (unsigned char)(0x80 | (code_point & 0x3F));
+  return 4;
+}
+
+/* Every code point, alone and between other characters of every length,
+ * with and without TAB allowed: utf8_has_control finds exactly the
+ * contract's control characters, and is_control_character agrees. */
+static void test_control_characters(void) {
+  unsigned long mismatches = 0;
+  for (uint32_t code_point = 0; code_point <= 0x10FFFF; code_point++) {
+    if (code_point >= 0xD800 && code_point <= 0xDFFF)
+      continue;
+    bool control = reference_is_control(code_point);
+    unsigned char character[4], text[16] = "a\xC3\xA9";
+    size_t alone = encode(code_point, character);
+    memcpy(text + 3, character, alone);
+    size_t length = 3 + alone;
+    memcpy(text + length, "\xE2\x82\xAC\xF0\x9F\x98\x80z", 8);
+    bool ok =
+        utf8_validate((const char *)text, length + 8, NULL) &&
+        is_control_character(code_point) == control &&
+        utf8_has_control((const char *)character, alone, false) == control &&
+        utf8_has_control((const char *)character, alone, true) ==
+            (control && code_point != '\t') &&
+        utf8_has_control((const char *)text, length + 8, false) == control &&
+        utf8_has_control((const char *)text, length + 8, true) ==
+            (control && code_point != '\t');
+    if (!ok && ++mismatches <= 10)
+      fprintf(stderr, "  U+%04lX\n", (unsigned long)code_point);
+  }
+  CHECK(mismatches == 0);
+  /* The edges by hand, as they come on the wire. */
+  CHECK(utf8_has_control("\xC2\x80", 2, true));      /* U+0080 */
+  CHECK(utf8_has_control("\xC2\x85", 2, true));      /* U+0085, NEL */
+  CHECK(utf8_has_control("\xC2\x9B", 2, true));      /* U+009B, CSI */
+  CHECK(utf8_has_control("\xC2\x9F", 2, true));      /* U+009F */
+  CHECK(!utf8_has_control("\xC2\xA0", 2, true));     /* U+00A0, a space */
+  CHECK(!utf8_has_control("\xE2\x80\xA9", 3, true)); /* U+2029 */
+  CHECK(utf8_has_control("\xE2\x80\xAA", 3, true));  /* U+202A, LRE */
+  CHECK(utf8_has_control("\xE2\x80\xAE", 3, true));  /* U+202E, RLO */
+  CHECK(!utf8_has_control("\xE2\x80\xAF", 3, true)); /* U+202F */
+  CHECK(!utf8_has_control("\xE2\x81\xA5", 3, true)); /* U+2065 */
+  CHECK(utf8_has_control("\xE2\x81\xA6", 3, true));  /* U+2066, LRI */
+  CHECK(utf8_has_control("\xE2\x81\xA9", 3, true));  /* U+2069, PDI */
+  CHECK(!utf8_has_control("\xE2\x81\xAA", 3, true)); /* U+206A */
+  CHECK(utf8_has_control("a\tb", 3, false));
+  CHECK(!utf8_has_control("a\tb", 3, true));
+  CHECK(!utf8_has_control("", 0, false));
+}
+
 int main(void) {
   test_cases();
   test_lone_bytes();
   test_long_counts();
   test_against_reference();
   test_control_bytes();
+  test_control_characters();
   return check_report();
 }
