@@ -1,9 +1,11 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -80,14 +82,51 @@ int listener_open(const char *host, unsigned port, unsigned *bound_port,
   error[0] = '\0';
   int fd = host ? open_host(host, port, error, error_size) : open_any(port);
   if (fd < 0) {
+    int saved = errno;
+    char hint[PATH_MAX + 200] = "";
+    if (saved == EADDRINUSE) {
+      snprintf(hint, sizeof hint, " (is another server running?)");
+    } else if ((saved == EACCES || saved == EPERM) && port < 1024) {
+      char self[PATH_MAX];
+      ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+      self[length > 0 ? length : 0] = '\0';
+      snprintf(hint, sizeof hint,
+               " (a port below 1024 needs root or the capability: sudo "
+               "setcap cap_net_bind_service=+ep %s, or run it from the "
+               "systemd unit chat@.service, which grants it)",
+               length > 0 ? self : "BINARY");
+    }
     if (error[0] == '\0')
       snprintf(error, error_size, "cannot listen on %s port %u: %s%s",
-               host ? host : "all addresses", port, strerror(errno),
-               errno == EADDRINUSE ? " (is another server running?)" : "");
+               host ? host : "all addresses", port, strerror(saved), hint);
     return -1;
   }
   *bound_port = local_port(fd);
   return fd;
+}
+
+void listener_describe(int fd, char *text, size_t size) {
+  struct sockaddr_storage address;
+  socklen_t length = sizeof address;
+  char host[NI_MAXHOST], service[NI_MAXSERV];
+  if (getsockname(fd, (struct sockaddr *)&address, &length) < 0 ||
+      getnameinfo((struct sockaddr *)&address, length, host, sizeof host,
+                  service, sizeof service,
+                  NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    snprintf(text, size, "an unknown address");
+    return;
+  }
+  if (address.ss_family != AF_INET6) {
+    snprintf(text, size, "%s:%s", host, service);
+    return;
+  }
+  int v6only = 1;
+  socklen_t option_length = sizeof v6only;
+  getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &option_length);
+  bool any = IN6_IS_ADDR_UNSPECIFIED(
+      &((const struct sockaddr_in6 *)&address)->sin6_addr);
+  snprintf(text, size, "[%s]:%s%s", host, service,
+           any && !v6only ? " (every IPv6 and IPv4 address)" : "");
 }
 
 void listener_send_at_once(int fd) {

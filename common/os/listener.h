@@ -12,6 +12,10 @@
 int listener_open(const char *host, unsigned port, unsigned *bound_port,
                   char *error, size_t error_size);
 
+/* What a listening socket is bound to, for the log: "0.0.0.0:1234",
+ * "[::1]:1234", or "[::]:1234 (every IPv6 and IPv4 address)". */
+void listener_describe(int fd, char *text, size_t size);
+
 /* Lets an accepted connection send each small write at once (no Nagle
  * delay): room lines are small, and a chat wants them now. */
 void listener_send_at_once(int fd);

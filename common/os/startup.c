@@ -4,6 +4,7 @@
 #include "listener.h"
 #include "log.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +23,37 @@ rlim_t startup_prepare_process(void) {
   return files.rlim_cur;
 }
 
+/* Descriptors a server needs besides one per client: the listener, the
+ * event loop's, signals, wake-ups, the log, and what libraries open. */
+#define FILES_FOR_THE_SERVER 64
+
+/* A warning when the open-file limit, once raised to the hard limit,
+ * cannot hold --max-clients connections: the server would refuse clients
+ * long before --max-clients, with "accept paused" in the log. chat-forking
+ * is not concerned: its parent closes each client's descriptor once the
+ * child has it, and a child holds one. */
+static void warn_if_files_short(const char *program,
+                                const struct chat_options *options,
+                                rlim_t files) {
+  if (strcmp(program, "chat-forking") == 0 || files == RLIM_INFINITY)
+    return;
+  unsigned long long needed =
+      (unsigned long long)options->max_clients + FILES_FOR_THE_SERVER;
+  if ((unsigned long long)files >= needed)
+    return;
+  unsigned long long fit =
+      (unsigned long long)files > FILES_FOR_THE_SERVER
+          ? (unsigned long long)files - FILES_FOR_THE_SERVER
+          : 0;
+  log_line("warning: the open-file limit is %llu, too low for "
+           "--max-clients %zu (plus %d for the server itself): about %llu "
+           "clients can connect. Raise the hard limit (ulimit -Hn %llu as "
+           "root, LimitNOFILE= in a systemd unit, nofile in "
+           "/etc/security/limits.conf) or lower --max-clients",
+           (unsigned long long)files, options->max_clients,
+           FILES_FOR_THE_SERVER, fit, needed);
+}
+
 int startup_listen(struct chat_options *options, int argc, char *argv[],
                    unsigned *port, int *exit_status) {
   int status = options_parse(options, argc, argv, stdout, stderr);
@@ -30,15 +62,24 @@ int startup_listen(struct chat_options *options, int argc, char *argv[],
     return -1;
   }
   log_set_quiet(options->quiet);
-  startup_prepare_process();
-  char error[256];
+  rlim_t files = startup_prepare_process();
+  char error[PATH_MAX + 512];
   int fd =
       listener_open(options->host, options->port, port, error, sizeof error);
+  const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
+  const char *program = slash ? slash + 1 : (argc > 0 ? argv[0] : "chat");
   if (fd < 0) {
-    const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
-    fprintf(stderr, "%s: %s\n",
-            slash ? slash + 1 : (argc > 0 ? argv[0] : "chat"), error);
+    fprintf(stderr, "%s: %s\n", program, error);
     *exit_status = 1;
+    return fd;
   }
+  char bound[128];
+  listener_describe(fd, bound, sizeof bound);
+  if (files == RLIM_INFINITY)
+    log_line("listening on %s; open files: no limit", bound);
+  else
+    log_line("listening on %s; open files: up to %llu", bound,
+             (unsigned long long)files);
+  warn_if_files_short(program, options, files);
   return fd;
 }
