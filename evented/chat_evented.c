@@ -2,20 +2,30 @@
  *
  * The model: one thread, one event_base. The kernel tells the loop which
  * sockets are ready (epoll); the loop runs the callback of each, and no
- * callback ever blocks. Every client is a bufferevent: libevent reads into
- * its input buffer and writes out of its output buffer when the socket can
- * take more. The room is a plain data structure: with one thread, nothing
- * else can touch it, so it needs no lock.
+ * callback ever blocks. Every client is a struct with one event in it: when
+ * its socket has input, on_read() reads it and carries out each line. The
+ * room is a plain data structure: with one thread, nothing else can touch
+ * it, so it needs no lock.
  *
- * Its cost: a connection is some memory (a bufferevent, our client record,
- * a slot in the room) and a file descriptor; no stack, no process, no
- * context switch. A message to the room costs one copy into each recipient's
- * output buffer, and one write per recipient per loop turn.
+ * Writing: a line for a client is appended to its output buffer, nothing
+ * more. After each turn of the loop, before it sleeps again, every client
+ * that was given output in that turn gets one send() for all of it, however
+ * many lines the turn queued (Redis's handleClientsWithPendingWrites works
+ * this way). Only when the socket does not take everything does the client's
+ * event also wait for the socket to have room, and the rest goes out then.
+ * So a delivery costs a copy and, at most, its share of one system call:
+ * no write event armed and disarmed around each line, as libevent's
+ * bufferevents do (two epoll_ctl calls around each writev, PITFALLS.md).
+ *
+ * Its cost: a connection is a few hundred bytes (this struct with its
+ * event, libevent's record of the descriptor, a slot in the room; see
+ * README.md) and a file descriptor; no stack, no process, no context switch.
  *
  * Where it breaks: it uses one core. One slow callback (a huge NAMES list, a
  * burst of long lines) delays every client; CPU-heavy work would need
  * threads behind the loop. And it is the hardest of the three to read: the
  * session's flow is spread over callbacks instead of down one function. */
+#include "byte_buffer.h"
 #include "clock.h"
 #include "heap.h"
 #include "line_framer.h"
@@ -27,14 +37,13 @@
 #include "session.h"
 #include "startup.h"
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,35 +51,48 @@
 #include <unistd.h>
 
 /* How long a closing client may take to read its last lines. */
-#define FLUSH_TIMEOUT_SECONDS 5
+#define FLUSH_TIMEOUT_MILLISECONDS 5000
 /* How long shutdown waits for goodbyes to drain (SPEC.md: exit within 2 s). */
 #define SHUTDOWN_GRACE_MILLISECONDS 1500
 /* How long accepting pauses when the process runs out of descriptors. */
 #define ACCEPT_RETRY_MILLISECONDS 250
-/* How long the room must be quiet before freed heap goes back (heap.h). */
-#define QUIET_MILLISECONDS 1000
+/* Bytes read from a socket at a time (one buffer: there is one thread). */
+#define READ_CHUNK 16384
 
 enum client_state {
   CLIENT_OPEN,    /* reading and writing */
   CLIENT_CLOSING, /* saying its last lines, then closed */
-  CLIENT_DROPPED, /* too slow: closed at the end of this loop turn */
+  CLIENT_DROPPED, /* closed at the end of the callback that dropped it */
+};
+
+/* The lists a client can be on, each through its own pair of links. */
+enum list_kind {
+  LIST_ALL,     /* every client, for shutdown */
+  LIST_WAITING, /* unregistered, oldest first, for the login timeout */
+  LIST_PENDING, /* given output this turn: written before the loop sleeps */
+  LIST_KINDS,
+};
+
+struct links {
+  struct client *previous, *next;
 };
 
 struct client {
-  struct bufferevent *bev;
-  struct client *previous, *next; /* every client, for shutdown */
-  struct client *waiting_previous, *waiting_next; /* login-timeout queue */
+  struct links links[LIST_KINDS];
   struct client *next_dropped;
-  long long login_deadline; /* milliseconds, monotonic clock */
+  long long deadline; /* login, then the last lines' flush; monotonic ms */
+  struct byte_buffer output; /* what its socket has not taken yet */
   struct line_framer framer;
   struct session session;
   struct peer_address peer;
   int member; /* index in the room while registered */
-  enum client_state state;
+  evutil_socket_t fd;
+  unsigned char state;      /* enum client_state */
+  unsigned char cause;      /* enum departure_cause, once dropped */
+  unsigned char watching;   /* EV_READ and EV_WRITE: what the event waits for */
+  max_align_t event_data[]; /* its event: event_get_struct_event_size() */
 };
 
-/* A doubly linked list, through one of two pairs of links in struct
- * client: every client; and the unregistered ones, oldest first. */
 struct client_list {
   struct client *first, *last;
 };
@@ -79,140 +101,99 @@ static struct server {
   struct chat_options options;
   struct event_base *base;
   struct evconnlistener *listener;
-  struct event *on_sigint, *on_sigterm;
+  struct event *on_signal[3]; /* SIGINT, SIGTERM, SIGHUP */
   struct event *login_timer;  /* fires at the oldest login deadline */
   struct event *accept_retry; /* re-enables accepting after EMFILE */
-  struct event *drop_slow;    /* closes dropped clients after a broadcast */
+  struct event *drop_dropped; /* closes dropped clients after a broadcast */
   struct event *shutdown_deadline;
-  struct event *quiet_check; /* gives heap back once output stops */
+  struct event *heap_timer; /* gives freed heap back once quiet (heap.h) */
   struct room *room;
   struct session_context session;
-  struct client_list clients;
-  struct client_list waiting_for_name;
+  struct client_list clients, waiting_for_name, pending_output;
   struct client *dropped;
   size_t connections;
-  size_t output_since_quiet_check; /* bytes queued */
-  bool accept_paused;
+  bool accept_paused;  /* the listener is disabled for want of descriptors */
+  bool accept_stalled; /* accept failed, and has not succeeded since */
   bool shutting_down;
+  bool stopped; /* the loop ends */
 } server;
 
 /* ---- Lists ---------------------------------------------------------- */
 
 static void list_append(struct client_list *list, struct client *client,
-                        bool waiting) {
-  struct client **previous =
-      waiting ? &client->waiting_previous : &client->previous;
-  struct client **next = waiting ? &client->waiting_next : &client->next;
-  *previous = list->last;
-  *next = NULL;
+                        enum list_kind kind) {
+  client->links[kind] = (struct links){.previous = list->last, .next = NULL};
   if (list->last)
-    *(waiting ? &list->last->waiting_next : &list->last->next) = client;
+    list->last->links[kind].next = client;
   else
     list->first = client;
   list->last = client;
 }
 
+static bool list_contains(const struct client_list *list,
+                          const struct client *client, enum list_kind kind) {
+  return client->links[kind].previous || list->first == client;
+}
+
 static void list_remove(struct client_list *list, struct client *client,
-                        bool waiting) {
-  struct client *previous =
-      waiting ? client->waiting_previous : client->previous;
-  struct client *next = waiting ? client->waiting_next : client->next;
-  if (previous)
-    *(waiting ? &previous->waiting_next : &previous->next) = next;
-  else if (list->first == client)
-    list->first = next;
+                        enum list_kind kind) {
+  if (!list_contains(list, client, kind))
+    return;
+  struct links *links = &client->links[kind];
+  if (links->previous)
+    links->previous->links[kind].next = links->next;
   else
-    return; /* not in this list */
-  if (next)
-    *(waiting ? &next->waiting_previous : &next->previous) = previous;
+    list->first = links->next;
+  if (links->next)
+    links->next->links[kind].previous = links->previous;
   else
-    list->last = previous;
-  if (waiting)
-    client->waiting_previous = client->waiting_next = NULL;
-  else
-    client->previous = client->next = NULL;
+    list->last = links->previous;
+  *links = (struct links){0};
 }
 
 static struct timeval milliseconds(long long ms) {
   return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 }
 
-/* ---- Output --------------------------------------------------------- */
-
-static void drop_slow_client(struct client *client);
-
-/* Queues bytes for one client, unless that would put more than
- * --max-backlog bytes in its output buffer: then it is dropped instead, and
- * nobody else waits for it. */
-static void queue_output(struct client *client, const char *bytes,
-                         size_t length) {
-  if (client->state != CLIENT_OPEN || length == 0)
-    return;
-  struct evbuffer *output = bufferevent_get_output(client->bev);
-  if (evbuffer_get_length(output) + length > server.options.max_backlog) {
-    drop_slow_client(client);
-    return;
-  }
-  if (evbuffer_add(output, bytes, length) < 0) {
-    drop_slow_client(client); /* out of memory: the same remedy */
-    return;
-  }
-  if (server.output_since_quiet_check == 0 &&
-      !evtimer_pending(server.quiet_check, NULL)) {
-    struct timeval quiet = milliseconds(QUIET_MILLISECONDS);
-    evtimer_add(server.quiet_check, &quiet);
-  }
-  server.output_since_quiet_check += length;
-}
-
-/* Output buffers come and go with every broadcast, and their heap is kept
- * meanwhile (heap.h); once nothing was queued for a whole second, an idle
- * room gives it back. */
-static void on_quiet_check(evutil_socket_t fd, short events, void *arg) {
-  (void)fd;
-  (void)events;
-  (void)arg;
-  if (server.output_since_quiet_check == 0) {
-    heap_return_freed_memory();
-    return;
-  }
-  server.output_since_quiet_check = 0;
-  struct timeval quiet = milliseconds(QUIET_MILLISECONDS);
-  evtimer_add(server.quiet_check, &quiet);
-}
-
-/* The room's delivery interface: a room line to one member. The line was
- * formatted once; each recipient gets a copy of its bytes, which for a chat
- * line is cheaper than a shared reference (one malloc per recipient). */
-static void deliver(void *context, uintptr_t owner, struct chat_text line) {
-  (void)context;
-  queue_output((struct client *)owner, line.bytes, line.length);
-}
-
-static void write_to_client(void *context, const char *bytes, size_t length) {
-  queue_output(context, bytes, length);
+static struct event *client_event(struct client *client) {
+  return (struct event *)(void *)client->event_data;
 }
 
 /* ---- Closing -------------------------------------------------------- */
 
-static void client_free(struct client *client) {
-  list_remove(&server.clients, client, false);
-  list_remove(&server.waiting_for_name, client, true);
-  line_framer_release(&client->framer);
-  bufferevent_free(client->bev); /* closes the socket */
-  free(client);
-  server.connections--;
+static void on_client_io(evutil_socket_t fd, short events, void *arg);
+static void deliver(void *context, uintptr_t owner, struct chat_text line);
+
+static void stop_loop(void) {
+  server.stopped = true;
+  event_base_loopbreak(server.base);
+}
+
+static void resume_accepting(void) {
   if (server.accept_paused && !server.shutting_down) {
     server.accept_paused = false;
     evconnlistener_enable(server.listener);
   }
+}
+
+static void client_free(struct client *client) {
+  list_remove(&server.clients, client, LIST_ALL);
+  list_remove(&server.waiting_for_name, client, LIST_WAITING);
+  list_remove(&server.pending_output, client, LIST_PENDING);
+  event_del(client_event(client));
+  evutil_closesocket(client->fd);
+  line_framer_release(&client->framer);
+  byte_buffer_release(&client->output);
+  free(client);
+  server.connections--;
+  resume_accepting(); /* a descriptor is free: waiting clients get it now */
   if (server.shutting_down && server.connections == 0)
-    event_base_loopbreak(server.base);
+    stop_loop();
 }
 
 /* A registered user leaves the room: everyone else is told, once. */
 static void depart(struct client *client, enum departure_cause cause) {
-  list_remove(&server.waiting_for_name, client, true);
+  list_remove(&server.waiting_for_name, client, LIST_WAITING);
   log_departed(&client->peer, client->session.name, client->session.name_length,
                cause);
   struct session_step step = session_end(&client->session, &server.session);
@@ -222,53 +203,178 @@ static void depart(struct client *client, enum departure_cause cause) {
   }
 }
 
-static void on_flushed(struct bufferevent *bev, void *arg) {
-  (void)bev;
-  client_free(arg);
+/* Points the client's event at what it waits for: its input while it is
+ * open, room in its socket while output is left over. A closing client
+ * waits for room only, until its deadline, once per call. Returns false
+ * when it was freed instead (its deadline has passed). With libevent's
+ * epoll changelist, the change costs one epoll_ctl at the next wait, and
+ * none when it is undone within the same turn. */
+static bool watch(struct client *client, unsigned char events) {
+  struct event *event = client_event(client);
+  struct timeval left, *timeout = NULL;
+  if (client->state == CLIENT_CLOSING) {
+    long long ms = client->deadline - now_milliseconds();
+    if (ms <= 0) {
+      client_free(client);
+      return false;
+    }
+    left = milliseconds(ms);
+    timeout = &left;
+  } else if (events == client->watching) {
+    return true;
+  }
+  event_del(event);
+  short persist = client->state == CLIENT_CLOSING ? 0 : EV_PERSIST;
+  event_assign(event, server.base, client->fd, (short)(events | persist),
+               on_client_io, client);
+  event_add(event, timeout);
+  client->watching = events;
+  return true;
 }
 
-static void on_closing_event(struct bufferevent *bev, short events, void *arg) {
-  (void)bev;
-  (void)events; /* the peer went away, or the flush timed out */
-  client_free(arg);
-}
-
-/* Says the last lines, then closes: libevent would drop pending output if
- * we freed the bufferevent now. A write timeout frees a client that never
- * reads them. */
+/* Says the last lines, then closes. Its output may not even have been
+ * written yet (that happens at the end of the turn): it goes out first, for
+ * FLUSH_TIMEOUT_MILLISECONDS at most, so a client that never reads cannot
+ * keep it. */
 static void close_after_flush(struct client *client) {
   client->state = CLIENT_CLOSING;
-  bufferevent_disable(client->bev, EV_READ);
-  if (evbuffer_get_length(bufferevent_get_output(client->bev)) == 0) {
+  client->deadline = now_milliseconds() + FLUSH_TIMEOUT_MILLISECONDS;
+  list_remove(&server.waiting_for_name, client, LIST_WAITING);
+  if (list_contains(&server.pending_output, client, LIST_PENDING))
+    return; /* written at the end of the turn, then freed or watched */
+  if (client->output.length == 0)
     client_free(client);
-    return;
-  }
-  struct timeval timeout = {.tv_sec = FLUSH_TIMEOUT_SECONDS};
-  bufferevent_setcb(client->bev, NULL, on_flushed, on_closing_event, client);
-  bufferevent_setwatermark(client->bev, EV_WRITE, 0, 0);
-  bufferevent_set_timeouts(client->bev, NULL, &timeout);
-  bufferevent_enable(client->bev, EV_WRITE);
+  else
+    watch(client, EV_WRITE); /* its socket is full: wait for room */
 }
 
-/* Dropping happens in two steps, because a client found slow in the middle
- * of a broadcast must not hear of its own departure before the others have
- * had the line being broadcast. */
-static void drop_slow_client(struct client *client) {
+/* Dropping happens in two steps, because a client dropped in the middle of
+ * a broadcast must not hear of its own departure before the others have
+ * had the line being broadcast: it is closed (and departs) from an event
+ * that runs once the callback in progress has returned. Until then it is
+ * given nothing and reads nothing. */
+static void drop_client(struct client *client, enum departure_cause cause) {
   client->state = CLIENT_DROPPED;
+  client->cause = (unsigned char)cause;
+  list_remove(&server.pending_output, client, LIST_PENDING);
+  list_remove(&server.waiting_for_name, client, LIST_WAITING);
   client->next_dropped = server.dropped;
   server.dropped = client;
-  event_active(server.drop_slow, 0, 0);
+  event_active(server.drop_dropped, 0, 0);
 }
 
-static void on_drop_slow(evutil_socket_t fd, short events, void *arg) {
+static void on_drop_dropped(evutil_socket_t fd, short events, void *arg) {
   (void)fd;
   (void)events;
   (void)arg;
   while (server.dropped) { /* a departure may drop more clients */
     struct client *client = server.dropped;
     server.dropped = client->next_dropped;
-    depart(client, DEPARTURE_SLOW);
+    depart(client, (enum departure_cause)client->cause);
     client_free(client);
+  }
+}
+
+/* The connection is gone (reset, or a write failed): nothing to say. */
+static void lose_client(struct client *client) {
+  if (client->state == CLIENT_OPEN)
+    depart(client, DEPARTURE_CLOSED);
+  client_free(client);
+}
+
+/* ---- Output --------------------------------------------------------- */
+
+/* Queues bytes for one client, unless that would leave more than
+ * --max-backlog bytes unsent: then it is dropped instead, and nobody else
+ * waits for it. The bytes go out at the end of the turn (write_pending), or
+ * when the socket has room, if it had none. */
+static void queue_output(struct client *client, const char *bytes,
+                         size_t length) {
+  if (client->state != CLIENT_OPEN || length == 0)
+    return;
+  if (client->output.length + length > server.options.max_backlog) {
+    drop_client(client, DEPARTURE_SLOW);
+    return;
+  }
+  if (!byte_buffer_append(&client->output, bytes, length)) {
+    drop_client(client, DEPARTURE_ERROR); /* out of memory */
+    return;
+  }
+  if (!(client->watching & EV_WRITE) &&
+      !list_contains(&server.pending_output, client, LIST_PENDING))
+    list_append(&server.pending_output, client, LIST_PENDING);
+}
+
+/* The room's delivery interface: a room line to one member. The line was
+ * formatted once; each recipient gets a copy of its bytes. */
+static void deliver(void *context, uintptr_t owner, struct chat_text line) {
+  (void)context;
+  queue_output((struct client *)owner, line.bytes, line.length);
+}
+
+static void write_to_client(void *context, const char *bytes, size_t length) {
+  queue_output(context, bytes, length);
+}
+
+/* One send() for everything the client has not taken yet. What the socket
+ * does not take waits for room in it; an empty buffer is freed (an idle
+ * client holds none), and a closing client whose last lines are out is
+ * closed. Returns false when the client was freed. */
+static bool write_output(struct client *client) {
+  struct byte_buffer *output = &client->output;
+  if (output->length > 0) {
+    ssize_t sent = send(client->fd, output->bytes, output->length,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      lose_client(client);
+      return false;
+    }
+    if (sent > 0)
+      byte_buffer_consume(output, (size_t)sent);
+  }
+  if (output->length > 0)
+    return watch(client,
+                 client->state == CLIENT_OPEN ? EV_READ | EV_WRITE : EV_WRITE);
+  byte_buffer_release(output);
+  if (client->state == CLIENT_CLOSING) {
+    client_free(client);
+    return false;
+  }
+  return watch(client, EV_READ);
+}
+
+static void note_busy(void) {
+  heap_note_busy();
+  if (!evtimer_pending(server.heap_timer, NULL)) {
+    struct timeval wait = milliseconds(heap_wait(-1));
+    evtimer_add(server.heap_timer, &wait);
+  }
+}
+
+/* The end of a turn of the loop: every client given output in it gets one
+ * write for all of it. A write that fails makes its client depart, which
+ * queues a line for the others: they are written in this same pass. */
+static void write_pending(void) {
+  if (!server.pending_output.first)
+    return;
+  struct client *client;
+  while ((client = server.pending_output.first)) {
+    list_remove(&server.pending_output, client, LIST_PENDING);
+    write_output(client);
+  }
+  note_busy();
+}
+
+/* Output buffers come and go with every broadcast, and their heap is kept
+ * meanwhile (heap.h); once nothing was written for a second, it goes back. */
+static void on_heap_timer(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  (void)events;
+  (void)arg;
+  int wait = heap_wait(-1);
+  if (wait >= 0) {
+    struct timeval delay = milliseconds(wait);
+    evtimer_add(server.heap_timer, &delay);
   }
 }
 
@@ -281,7 +387,7 @@ static void join_room(struct client *client, struct chat_text name) {
   int member = room_join(server.room, name, (uintptr_t)client, &stored);
   if (member >= 0) {
     client->member = member;
-    list_remove(&server.waiting_for_name, client, true);
+    list_remove(&server.waiting_for_name, client, LIST_WAITING);
     log_registered(&client->peer, stored, (unsigned)name.length);
   }
   carry_out(client,
@@ -320,52 +426,52 @@ static bool on_frame(void *context, const struct frame *frame) {
 
 /* ---- Client callbacks --------------------------------------------------- */
 
-static void on_read(struct bufferevent *bev, void *arg) {
-  struct client *client = arg;
-  struct evbuffer *input = bufferevent_get_input(bev);
-  /* Hand the framer every chunk of the input buffer in place, then drain
-   * it all: an undrained input would make libevent call us again forever. */
-  struct evbuffer_iovec chunks[8];
-  while (client->state == CLIENT_OPEN && evbuffer_get_length(input) > 0) {
-    int count = evbuffer_peek(input, -1, NULL, chunks, 8);
-    if (count > 8)
-      count = 8;
-    size_t consumed = 0;
-    for (int i = 0; i < count && client->state == CLIENT_OPEN; i++) {
-      enum framer_status status =
-          line_framer_push(&client->framer, chunks[i].iov_base,
-                           chunks[i].iov_len, on_frame, client);
-      consumed += chunks[i].iov_len;
-      if (status == FRAMER_NO_MEMORY) {
-        depart(client, DEPARTURE_ERROR);
-        client_free(client);
-        return;
-      }
-    }
-    evbuffer_drain(input, consumed);
+/* The client's socket has input: one read, and every line in it carried
+ * out. Returns false when the client was freed. */
+static bool on_read(struct client *client) {
+  static char input[READ_CHUNK];
+  ssize_t got = recv(client->fd, input, sizeof input, 0);
+  if (got < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return true;
+    lose_client(client); /* reset, or worse */
+    return false;
   }
-  if (client->state != CLIENT_OPEN)
-    evbuffer_drain(input, evbuffer_get_length(input));
-  if (client->state == CLIENT_CLOSING) { /* it said QUIT */
-    depart(client, DEPARTURE_QUIT);
-    close_after_flush(client);
-  }
-}
-
-static void on_event(struct bufferevent *bev, short events, void *arg) {
-  (void)bev;
-  struct client *client = arg;
-  if (client->state == CLIENT_DROPPED)
-    return; /* on_drop_slow will close it */
-  if (events & BEV_EVENT_EOF) {
+  if (got == 0) {
     /* End of input, maybe only a half-close: every complete line was
      * already handled; answer what is pending, then close. */
     depart(client, DEPARTURE_CLOSED);
-    close_after_flush(client);
-  } else if (events & BEV_EVENT_ERROR) { /* reset, or worse: nothing to say */
-    depart(client, DEPARTURE_CLOSED);
-    client_free(client);
+    close_after_flush(client); /* which may free it */
+    return false;
   }
+  if (line_framer_push(&client->framer, input, (size_t)got, on_frame, client) ==
+          FRAMER_NO_MEMORY &&
+      client->state == CLIENT_OPEN)
+    drop_client(client, DEPARTURE_ERROR);
+  if (client->state == CLIENT_CLOSING) { /* it said QUIT */
+    depart(client, DEPARTURE_QUIT);
+    close_after_flush(client); /* which may free it */
+    return false;
+  }
+  return client->state == CLIENT_OPEN;
+}
+
+static void on_client_io(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  struct client *client = arg;
+  if (client->state == CLIENT_DROPPED)
+    return; /* on_drop_dropped closes it */
+  if (client->state == CLIENT_CLOSING) {
+    if (events & EV_TIMEOUT)
+      client_free(client); /* it did not take its last lines in time */
+    else
+      write_output(client);
+    return;
+  }
+  if ((events & EV_READ) && !on_read(client))
+    return;
+  if ((events & EV_WRITE) && client->state == CLIENT_OPEN)
+    write_output(client);
 }
 
 /* ---- Accepting ------------------------------------------------------ */
@@ -374,7 +480,7 @@ static void schedule_login_timer(void) {
   struct client *oldest = server.waiting_for_name.first;
   if (!oldest || evtimer_pending(server.login_timer, NULL))
     return;
-  long long wait = oldest->login_deadline - now_milliseconds();
+  long long wait = oldest->deadline - now_milliseconds();
   struct timeval delay = milliseconds(wait > 0 ? wait : 0);
   evtimer_add(server.login_timer, &delay);
 }
@@ -385,36 +491,39 @@ static void on_accept(struct evconnlistener *listener, evutil_socket_t fd,
   (void)length;
   (void)arg;
   struct peer_address peer = peer_address_from(address);
+  if (server.accept_stalled) {
+    server.accept_stalled = false;
+    log_line("accept resumed");
+  }
   if (server.connections >= server.options.max_clients) {
     refuse_full(fd, &peer);
     return;
   }
-  struct client *client = calloc(1, sizeof *client);
-  struct bufferevent *bev =
-      client ? bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE)
-             : NULL;
-  if (!bev) {
+  struct client *client =
+      calloc(1, sizeof *client + event_get_struct_event_size());
+  if (!client) {
     log_refused(&peer, "out of memory");
-    free(client);
     evutil_closesocket(fd);
     return;
   }
   listener_send_at_once(fd);
-  client->bev = bev;
+  client->fd = fd;
   client->peer = peer;
   client->member = -1;
   line_framer_init(&client->framer, server.options.max_line);
   server.connections++;
-  list_append(&server.clients, client, false);
+  list_append(&server.clients, client, LIST_ALL);
   log_accepted(&peer);
   if (server.options.login_timeout > 0) {
-    client->login_deadline =
+    client->deadline =
         now_milliseconds() + server.options.login_timeout * 1000LL;
-    list_append(&server.waiting_for_name, client, true);
+    list_append(&server.waiting_for_name, client, LIST_WAITING);
     schedule_login_timer();
   }
-  bufferevent_setcb(bev, on_read, NULL, on_event, client);
-  bufferevent_enable(bev, EV_READ); /* a new bufferevent reads nothing */
+  event_assign(client_event(client), server.base, fd, EV_READ | EV_PERSIST,
+               on_client_io, client);
+  event_add(client_event(client), NULL);
+  client->watching = EV_READ;
   carry_out(client, session_start(&client->session, &server.session));
 }
 
@@ -422,15 +531,13 @@ static void on_accept_retry(evutil_socket_t fd, short events, void *arg) {
   (void)fd;
   (void)events;
   (void)arg;
-  if (server.accept_paused && !server.shutting_down) {
-    server.accept_paused = false;
-    evconnlistener_enable(server.listener);
-  }
+  resume_accepting();
 }
 
 /* accept() failed. Out of descriptors (or memory), the listener would fire
  * again at once and spin: pause it until a client leaves or a moment has
- * passed. */
+ * passed. The pause is logged once, and so is the first accept after it,
+ * however many retries fail in between. */
 static void on_accept_error(struct evconnlistener *listener, void *arg) {
   (void)arg;
   int error = EVUTIL_SOCKET_ERROR();
@@ -439,8 +546,9 @@ static void on_accept_error(struct evconnlistener *listener, void *arg) {
     log_line("accept failed: %s", strerror(error));
     return;
   }
-  if (!server.accept_paused)
+  if (!server.accept_stalled)
     log_line("accept paused: %s", strerror(error));
+  server.accept_stalled = true;
   server.accept_paused = true;
   evconnlistener_disable(listener);
   struct timeval retry = milliseconds(ACCEPT_RETRY_MILLISECONDS);
@@ -455,9 +563,8 @@ static void on_login_timer(evutil_socket_t fd, short events, void *arg) {
   (void)arg;
   long long now = now_milliseconds();
   struct client *client;
-  while ((client = server.waiting_for_name.first) &&
-         client->login_deadline <= now) {
-    list_remove(&server.waiting_for_name, client, true);
+  while ((client = server.waiting_for_name.first) && client->deadline <= now) {
+    list_remove(&server.waiting_for_name, client, LIST_WAITING);
     log_departed(&client->peer, NULL, 0, DEPARTURE_TIMEOUT);
     carry_out(client, session_timed_out(&client->session));
     if (client->state == CLIENT_CLOSING)
@@ -472,11 +579,11 @@ static void on_shutdown_deadline(evutil_socket_t fd, short events, void *arg) {
   (void)fd;
   (void)events;
   (void)arg;
-  event_base_loopbreak(server.base);
+  stop_loop();
 }
 
-/* SIGINT or SIGTERM: stop accepting, tell every client, let the goodbyes
- * drain for a moment, then leave the loop. */
+/* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every client, let the
+ * goodbyes drain for a moment, then leave the loop. */
 static void on_signal(evutil_socket_t signal_number, short events, void *arg) {
   (void)events;
   (void)arg;
@@ -487,15 +594,15 @@ static void on_signal(evutil_socket_t signal_number, short events, void *arg) {
   evconnlistener_disable(server.listener);
   struct client *client = server.clients.first;
   while (client) {
-    struct client *next = client->next; /* client may be freed */
-    if (client->state == CLIENT_OPEN) {
-      carry_out(client, session_shutdown(&client->session));
+    struct client *next = client->links[LIST_ALL].next; /* may be freed */
+    if (client->state == CLIENT_OPEN &&
+        !carry_out(client, session_shutdown(&client->session)) &&
+        client->state == CLIENT_CLOSING) /* not dropped: its goodbye fit */
       close_after_flush(client);
-    }
     client = next;
   }
   if (server.connections == 0) {
-    event_base_loopbreak(server.base);
+    stop_loop();
     return;
   }
   struct timeval grace = milliseconds(SHUTDOWN_GRACE_MILLISECONDS);
@@ -504,26 +611,30 @@ static void on_signal(evutil_socket_t signal_number, short events, void *arg) {
 
 /* ---- Setup, loop, teardown ---------------------------------------------- */
 
+static const int stop_signals[3] = {SIGINT, SIGTERM, SIGHUP};
+
 static bool create_events(void) {
-  server.on_sigint = evsignal_new(server.base, SIGINT, on_signal, NULL);
-  server.on_sigterm = evsignal_new(server.base, SIGTERM, on_signal, NULL);
+  bool created = true;
+  for (int i = 0; i < 3; i++) {
+    server.on_signal[i] =
+        evsignal_new(server.base, stop_signals[i], on_signal, NULL);
+    created = created && server.on_signal[i] &&
+              event_add(server.on_signal[i], NULL) == 0;
+  }
   server.login_timer = evtimer_new(server.base, on_login_timer, NULL);
   server.accept_retry = evtimer_new(server.base, on_accept_retry, NULL);
-  server.drop_slow = event_new(server.base, -1, 0, on_drop_slow, NULL);
+  server.drop_dropped = event_new(server.base, -1, 0, on_drop_dropped, NULL);
   server.shutdown_deadline =
       evtimer_new(server.base, on_shutdown_deadline, NULL);
-  server.quiet_check = evtimer_new(server.base, on_quiet_check, NULL);
-  return server.on_sigint && server.on_sigterm && server.login_timer &&
-         server.accept_retry && server.drop_slow && server.shutdown_deadline &&
-         server.quiet_check && event_add(server.on_sigint, NULL) == 0 &&
-         event_add(server.on_sigterm, NULL) == 0;
+  server.heap_timer = evtimer_new(server.base, on_heap_timer, NULL);
+  return created && server.login_timer && server.accept_retry &&
+         server.drop_dropped && server.shutdown_deadline && server.heap_timer;
 }
 
-/* One thread, so no locks. And the epoll changelist: a bufferevent turns its
- * write interest off when its output empties and on again when a line comes,
- * usually within one loop turn; the changelist folds the pair into nothing
- * instead of two epoll_ctl calls per write. (Its caveat, dup()ed descriptors,
- * does not apply: every socket here is its own.) */
+/* One thread, so no locks. And the epoll changelist: a change of what a
+ * client's event waits for is folded with the next one of the same turn
+ * into at most one epoll_ctl, made just before the loop waits. (Its caveat,
+ * dup()ed descriptors, does not apply: every socket here is its own.) */
 static struct event_base *new_event_base(void) {
   struct event_config *config = event_config_new();
   if (!config)
@@ -535,13 +646,23 @@ static struct event_base *new_event_base(void) {
   return base;
 }
 
+/* The loop: wait until something is ready and run every callback that is
+ * (EVLOOP_ONCE), then write what they queued, then wait again. */
+static void run_loop(void) {
+  while (!server.stopped) {
+    if (event_base_loop(server.base, EVLOOP_ONCE) < 0)
+      break;
+    write_pending();
+  }
+}
+
 static void free_everything(void) {
   while (server.clients.first) /* clients that never finished closing */
     client_free(server.clients.first);
-  struct event *events[] = {server.on_sigint,   server.on_sigterm,
-                            server.login_timer, server.accept_retry,
-                            server.drop_slow,   server.shutdown_deadline,
-                            server.quiet_check};
+  struct event *events[] = {server.on_signal[0],      server.on_signal[1],
+                            server.on_signal[2],      server.login_timer,
+                            server.accept_retry,      server.drop_dropped,
+                            server.shutdown_deadline, server.heap_timer};
   for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
     if (events[i])
       event_free(events[i]);
@@ -560,6 +681,9 @@ int main(int argc, char *argv[]) {
   int fd = startup_listen(&server.options, argc, argv, &port, &status);
   if (fd < 0)
     return status;
+  /* Nobody's business but a debugger's: they must not end the server. */
+  signal(SIGUSR1, SIG_IGN);
+  signal(SIGUSR2, SIG_IGN);
   size_t scratch_size = session_scratch_size(server.options.max_line);
   server.session = (struct session_context){
       .room_name = server.options.room_name,
@@ -589,7 +713,7 @@ int main(int argc, char *argv[]) {
            server.options.room_name, port, event_get_version(),
            event_base_get_method(server.base));
 
-  event_base_dispatch(server.base);
+  run_loop();
 
   free_everything();
   log_line("stopped");
