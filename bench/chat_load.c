@@ -35,6 +35,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -120,8 +121,12 @@ static struct options options = {
 static void usage(FILE *out) {
   fprintf(
       out,
-      "usage: chat-load -p PORT [options]\n"
-      "  -H, --host ADDR           server address (default 127.0.0.1)\n"
+      "usage: chat-load [-H HOST] -p PORT [options]\n"
+      "Opens N connections to a chat server, registers a user on each, runs\n"
+      "the workloads on them and checks every delivery.\n"
+      "  -H, --host HOST           the server: a host name, an IPv4 or an\n"
+      "                            IPv6 address (default 127.0.0.1); of\n"
+      "                            several addresses, the first that accepts\n"
       "  -p, --port PORT           server port (required)\n"
       "  -n, --clients N           connections (default 100)\n"
       "  -w, --workload LIST       connect, throughput, latency or a comma\n"
@@ -142,8 +147,10 @@ static void usage(FILE *out) {
       "      --max-duration S      throughput: longest such window (default\n"
       "                            6 x duration)\n"
       "      --message-bytes B     message text length (default 32)\n"
-      "      --sources K           bind clients to 127.0.0.1..K (default:\n"
-      "                            one per 16000 clients)\n"
+      "      --sources K           against a 127.x server only: spread the\n"
+      "                            clients over source addresses 127.0.0.1..K\n"
+      "                            (default: one per 16000 clients; against\n"
+      "                            any other address, the kernel's source)\n"
       "      --connect-parallel P  connections being set up at once (128)\n"
       "      --connect-timeout S   deadline to register all (30 + N/50)\n"
       "      --drain-timeout S     deadline for the last deliveries (30)\n"
@@ -153,7 +160,9 @@ static void usage(FILE *out) {
       "  -h, --help                this text\n"
       "  -V, --version             version\n"
       "Prints a JSON result on standard output; exit 0 when every check\n"
-      "passed, 1 when the run failed, 2 on bad arguments.\n");
+      "passed, 1 when the run failed, 2 on bad arguments. Against another\n"
+      "host, the clients to one server address are bounded by the local\n"
+      "ports (net.ipv4.ip_local_port_range); see chat-load(1).\n");
 }
 
 static _Noreturn void bad_argument(const char *what, const char *value) {
@@ -326,8 +335,6 @@ static void parse_options(int argc, char **argv) {
     bad_argument("port (-p is required)", "");
   if (options.senders > options.clients)
     options.senders = options.clients;
-  if (options.sources == 0)
-    options.sources = 1 + options.clients / 16000;
   if (options.connect_timeout_s == 0)
     options.connect_timeout_s = 30 + options.clients / 50.0;
 }
@@ -473,7 +480,9 @@ static struct run {
   uint32_t *last_seq; /* [receiver * S + sender]: last sequence number seen */
   uint32_t *flush_queue; /* clients with bytes to send this iteration */
   uint32_t flush_queue_length;
-  struct sockaddr_in server;
+  struct sockaddr_storage server; /* resolved from --host */
+  socklen_t server_length;
+  char server_text[INET6_ADDRSTRLEN];
   uint32_t next_to_connect;
   uint32_t in_progress; /* connecting or registering */
   uint32_t registered;
@@ -867,7 +876,8 @@ static void client_read(uint32_t index) {
 static void start_connect(uint32_t index) {
   struct client *c = &run.clients[index];
   c->connect_ns = now_ns();
-  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  c->fd = socket(run.server.ss_family,
+                 SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (c->fd < 0) {
     run.aborted = true;
     record_error("socket", "u%" PRIu32 ": %s", index, strerror(errno));
@@ -903,7 +913,7 @@ static void start_connect(uint32_t index) {
     client_close(index);
     return;
   }
-  if (connect(c->fd, (struct sockaddr *)&run.server, sizeof run.server) &&
+  if (connect(c->fd, (struct sockaddr *)&run.server, run.server_length) &&
       errno != EINPROGRESS) {
     run.aborted = true;
     record_error("connect", "u%" PRIu32 ": %s", index, strerror(errno));
@@ -1494,16 +1504,99 @@ static void raise_file_limit(void) {
   setrlimit(RLIMIT_NOFILE, &limit);
 }
 
+/* Is the resolved server address an IPv4 loopback one (127.0.0.0/8)? Only
+ * there can clients come from 127.0.0.2, 127.0.0.3, ... */
+static bool server_on_ipv4_loopback(void) {
+  if (run.server.ss_family != AF_INET)
+    return false;
+  const struct sockaddr_in *in = (const struct sockaddr_in *)&run.server;
+  return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+}
+
+/* Can a TCP connection to this address be made within a second? */
+static bool accepts_connections(const struct addrinfo *address) {
+  int fd = socket(address->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return false;
+  struct timeval second = {.tv_sec = 1};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &second, sizeof second);
+  bool ok = connect(fd, address->ai_addr, address->ai_addrlen) == 0;
+  close(fd);
+  return ok;
+}
+
+/* --host (a name, an IPv4 or an IPv6 address) to the server's address; of
+ * several, the first that accepts a connection (a probe that the server
+ * sees as a connection that leaves at once). Then the source addresses:
+ * spread over 127.0.0.x only against an IPv4 loopback server. */
+static void resolve_server(void) {
+  char port[8];
+  snprintf(port, sizeof port, "%d", options.port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_NUMERICSERV};
+  struct addrinfo *found;
+  int status = getaddrinfo(options.host, port, &hints, &found);
+  if (status != 0) {
+    fprintf(stderr, "chat-load: cannot resolve host '%s': %s\n", options.host,
+            gai_strerror(status));
+    exit(2);
+  }
+  const struct addrinfo *chosen = found;
+  if (found->ai_next) {
+    for (const struct addrinfo *a = found; a; a = a->ai_next) {
+      if (accepts_connections(a)) {
+        chosen = a;
+        break;
+      }
+    }
+  }
+  memcpy(&run.server, chosen->ai_addr, chosen->ai_addrlen);
+  run.server_length = chosen->ai_addrlen;
+  getnameinfo(chosen->ai_addr, chosen->ai_addrlen, run.server_text,
+              sizeof run.server_text, NULL, 0, NI_NUMERICHOST);
+  freeaddrinfo(found);
+
+  bool loopback = server_on_ipv4_loopback();
+  if (options.sources == 0)
+    options.sources = loopback ? 1 + options.clients / 16000 : 1;
+  if (options.sources > 1 && !loopback) {
+    fprintf(stderr,
+            "chat-load: --sources %" PRIu32 " spreads clients over "
+            "127.0.0.1..%" PRIu32 ", which only reach a 127.x server, not "
+            "%s\n",
+            options.sources, options.sources, run.server_text);
+    exit(2);
+  }
+  /* One source address reaches one server address and port from each
+   * local port at most once. */
+  unsigned low = 0, high = 0;
+  FILE *range = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  if (range) {
+    if (fscanf(range, "%u %u", &low, &high) != 2)
+      low = high = 0;
+    fclose(range);
+  }
+  unsigned long ports = high >= low && high ? high - low + 1 : 0;
+  if (ports && options.clients > ports * options.sources)
+    fprintf(stderr,
+            "chat-load: warning: %" PRIu32 " clients from %" PRIu32
+            " source address(es) need more than the %lu local ports of "
+            "net.ipv4.ip_local_port_range (%u-%u): widen it (sysctl -w "
+            "net.ipv4.ip_local_port_range=\"1024 65535\"), or split the "
+            "clients over several chat-load hosts\n",
+            options.clients, options.sources, ports, low, high);
+  if (!options.quiet && strcmp(options.host, run.server_text) != 0)
+    fprintf(stderr, "chat-load: %s is %s\n", options.host, run.server_text);
+}
+
 static void setup(void) {
   signal(SIGPIPE, SIG_IGN);
   if (options.control)
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the sweep */
   raise_file_limit();
 
-  run.server.sin_family = AF_INET;
-  run.server.sin_port = htons((uint16_t)options.port);
-  if (inet_pton(AF_INET, options.host, &run.server.sin_addr) != 1)
-    bad_argument("host (an IPv4 address)", options.host);
+  resolve_server();
 
   run.clients = calloc(options.clients, sizeof *run.clients);
   run.senders = calloc(options.senders, sizeof *run.senders);
