@@ -22,9 +22,19 @@ the server alone (tasks x kernel_stack_size(), VmPTE). Socket memory (Slab)
 is only known system-wide: its delta includes the load generator's own end
 of every loopback connection (the same for every model) and whatever else
 the machine did meanwhile.
+
+  SyscallCounter       system calls of the tree, counted by the kernel: one
+                       perf counter (the raw_syscalls:sys_enter tracepoint,
+                       opened with perf_event_open through ctypes) per task,
+                       read at the edges of a window; where perf cannot be
+                       used, the read- and write-class calls of
+                       /proc/PID/io (syscr + syscw) stand in, and say so.
 """
 
+import ctypes
 import os
+import platform
+import struct
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -71,7 +81,7 @@ def _task_ids(pid):
         return []
 
 
-def cpu_sample(root):
+def cpu_sample(root, io=False):
     """CPU and scheduling totals of the tree, now.
 
     cpu_ns comes from schedstat (nanoseconds on a CPU, per thread): precise
@@ -81,18 +91,32 @@ def cpu_sample(root):
     /proc/PID/stat, whose clock ticks (1/100 s) are too coarse for that sum
     but fine for a ratio. Context switches are per thread in
     /proc/PID/task/TID/status (/proc/PID/status has the main thread's only).
+    Page faults (minor: no I/O; major: read from disk) are per process in
+    /proc/PID/stat, its threads included. With io, also /proc/PID/io's
+    syscr + syscw (read- and write-class system calls only).
     """
     total = {"cpu_ns": 0, "wait_ns": 0, "user_ticks": 0, "system_ticks": 0,
              "voluntary_switches": 0, "involuntary_switches": 0,
+             "minor_faults": 0, "major_faults": 0,
              "processes": 0, "tasks": 0}
+    if io:
+        total["io_syscalls"] = 0
     for pid in process_tree(root):
         text = _read(f"/proc/{pid}/stat")
         if text is None:
             continue
         fields = _stat_fields(text)
         total["processes"] += 1
+        total["minor_faults"] += int(fields[7])
+        total["major_faults"] += int(fields[9])
         total["user_ticks"] += int(fields[11])
         total["system_ticks"] += int(fields[12])
+        if io:
+            # The process's read- and write-class system calls (all its
+            # threads, live and ended): the fallback when perf cannot count.
+            for line in (_read(f"/proc/{pid}/io") or "").splitlines():
+                if line.startswith(("syscr:", "syscw:")):
+                    total["io_syscalls"] += int(line.split()[1])
         for tid in _task_ids(pid):
             sched = _read(f"/proc/{pid}/task/{tid}/schedstat")
             status = _read(f"/proc/{pid}/task/{tid}/status")
@@ -117,7 +141,7 @@ def cpu_delta(before, after):
     ticks_system = after["system_ticks"] - before["system_ticks"]
     ticks = ticks_user + ticks_system
     user_share = ticks_user / ticks if ticks > 0 else 0.5
-    return {
+    delta = {
         "cpu_s": cpu_s,
         "wait_s": (after.get("wait_ns", 0) - before.get("wait_ns", 0)) / 1e9,
         "cpu_user_s": cpu_s * user_share,
@@ -127,6 +151,10 @@ def cpu_delta(before, after):
         "involuntary_switches":
             after["involuntary_switches"] - before["involuntary_switches"],
     }
+    for key in ("minor_faults", "major_faults", "io_syscalls"):
+        if key in before and key in after:  # not in older runs.json
+            delta[key] = after[key] - before[key]
+    return delta
 
 
 MEMINFO_FIELDS = ("MemAvailable", "KernelStack", "PageTables", "Slab",
@@ -189,3 +217,177 @@ def memory_sample(root):
                 total["page_tables"] += int(line.split()[1]) * 1024
     total["kernel"] = system_memory()
     return total
+
+
+# ---------------------------------------------------------------------------
+# System calls, counted by the kernel
+
+# perf_event_open(2) by architecture (no libc wrapper exists).
+_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "riscv64": 241,
+                    "ppc64le": 319, "s390x": 331, "i686": 336, "armv7l": 364}
+_PERF_TYPE_TRACEPOINT = 2
+_PERF_FLAG_FD_CLOEXEC = 8
+_TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+# The calls the models spend their time in, counted one by one when the
+# tree has few enough tasks (every counter is one descriptor per task).
+# The rest is total - their sum ("other").
+BREAKDOWN = ("read", "readv", "recvfrom", "recvmsg", "write", "writev",
+             "sendto", "sendmsg", "epoll_wait", "epoll_pwait", "epoll_ctl",
+             "poll", "ppoll", "futex", "sched_yield", "accept4", "mmap",
+             "munmap", "madvise", "brk")
+
+
+def _tracepoint_id(name):
+    for root in _TRACEFS:
+        try:
+            with open(f"{root}/events/{name}/id") as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _open_counter(config, tid):
+    """A counting perf event on one task (and the tasks it creates later:
+    inherit), on any CPU. Returns the descriptor; raises OSError."""
+    number = _PERF_EVENT_OPEN.get(platform.machine())
+    if number is None:
+        raise OSError(0, f"perf_event_open: unknown on {platform.machine()}")
+    # struct perf_event_attr as of PERF_ATTR_SIZE_VER0 (64 bytes): type,
+    # size, config, sample_period, sample_type, read_format, the flag bits
+    # (bit 1: inherit), wakeup_events, bp_type, config1.
+    attr = ctypes.create_string_buffer(struct.pack(
+        "=IIQQQQQIIQ", _PERF_TYPE_TRACEPOINT, 64, config, 0, 0, 0, 1 << 1,
+        0, 0, 0), 64)
+    fd = _libc.syscall(ctypes.c_long(number), attr, ctypes.c_int(tid),
+                       ctypes.c_int(-1), ctypes.c_int(-1),
+                       ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"perf_event_open: {os.strerror(error)}")
+    return fd
+
+
+def perf_unavailable():
+    """None when perf can count system calls here, else why not."""
+    if _tracepoint_id("raw_syscalls/sys_enter") is None:
+        return ("no tracefs (raw_syscalls/sys_enter) under " +
+                " or ".join(_TRACEFS))
+    try:
+        os.close(_open_counter(_tracepoint_id("raw_syscalls/sys_enter"),
+                               os.getpid()))
+    except OSError as error:
+        return f"{error.strerror} (kernel.perf_event_paranoid is " \
+               f"{(_read('/proc/sys/kernel/perf_event_paranoid') or '?').strip()})"
+    return None
+
+
+class SyscallCounter:
+    """System calls made by a process tree, from attach() on.
+
+    One perf counter on the raw_syscalls:sys_enter tracepoint per task of
+    the tree (threads and child processes alike), opened with inherit so
+    that tasks created later are counted too; read() sums them. While any
+    such counter exists the kernel takes its traced system-call path on
+    every task of the machine (a fixed cost per call, measured by the sweep
+    and stated in the report). When the tree has few tasks, BREAKDOWN's
+    calls are counted one by one as well (one counter each per task).
+
+    Where perf cannot count (no tracefs, not permitted, too many tasks for
+    the open-file limit), read() falls back to /proc/PID/io's syscr + syscw:
+    only the read- and write-class calls (read, readv, write, writev...;
+    not epoll, futex, sendmsg or recvmsg), and method says so."""
+
+    def __init__(self, fd_budget=None, breakdown_budget=4096):
+        self.fds = []          # (name, fd); name None for the total
+        self.method = None
+        self.error = None
+        self.tasks = 0
+        soft, _ = __import__("resource").getrlimit(
+            __import__("resource").RLIMIT_NOFILE)
+        self.fd_budget = fd_budget or max(0, soft - 256 -
+                                          len(os.listdir("/proc/self/fd")))
+        self.breakdown_budget = breakdown_budget
+
+    def attach(self, root):
+        tids = [(pid, tid) for pid in process_tree(root)
+                for tid in _task_ids(pid)]
+        self.tasks = len(tids)
+        total_id = _tracepoint_id("raw_syscalls/sys_enter")
+        if total_id is None:
+            return self._fallback("no tracefs to find the tracepoint in")
+        if len(tids) > self.fd_budget:
+            return self._fallback(f"{len(tids)} tasks, more counters than "
+                                  f"the open-file limit leaves room for")
+        events = [(None, total_id)]
+        if len(tids) * (1 + len(BREAKDOWN)) <= min(self.fd_budget,
+                                                   self.breakdown_budget):
+            for name in BREAKDOWN:
+                config = _tracepoint_id(f"syscalls/sys_enter_{name}")
+                if config is not None:
+                    events.append((name, config))
+        try:
+            for _, tid in tids:
+                for name, config in events:
+                    try:
+                        self.fds.append((name, _open_counter(config, tid)))
+                    except OSError as error:
+                        if error.errno == 3:  # ESRCH: the task just ended
+                            break
+                        raise
+        except OSError as error:
+            self.close()
+            return self._fallback(error.strerror or str(error))
+        self.method = "perf"
+        return self
+
+    def _fallback(self, why):
+        self.method = "proc-io"
+        self.error = why
+        return self
+
+    def read(self, root=None):
+        """{"syscalls": total, "by_call": {name: count}} for perf; for the
+        fallback the read/write-class count from /proc (needs root)."""
+        if self.method == "perf":
+            total, by_call = 0, {}
+            for name, fd in self.fds:
+                value = struct.unpack("=Q", os.read(fd, 8))[0]
+                if name is None:
+                    total += value
+                else:
+                    by_call[name] = by_call.get(name, 0) + value
+            return {"method": "perf", "syscalls": total, "by_call": by_call}
+        if self.method == "proc-io" and root is not None:
+            return {"method": "proc-io",
+                    "io_syscalls": cpu_sample(root, io=True)["io_syscalls"]}
+        return None
+
+    def close(self):
+        for _, fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+
+
+def syscall_delta(before, after):
+    """System calls between two SyscallCounter.read()s: {"syscalls": n,
+    "by_call": {...}, "method": ...}; None when not comparable."""
+    if not before or not after or before.get("method") != after.get("method"):
+        return None
+    if before["method"] == "perf":
+        by_call = {name: after["by_call"].get(name, 0) - count
+                   for name, count in before["by_call"].items()}
+        return {"method": "perf",
+                "syscalls": after["syscalls"] - before["syscalls"],
+                "by_call": by_call}
+    return {"method": "proc-io",
+            "syscalls": after["io_syscalls"] - before["io_syscalls"],
+            "by_call": {}}

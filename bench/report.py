@@ -20,14 +20,22 @@ The derived figures, per run (see bench/README.md for the method):
   user_bytes_per_conn    (PSS with N idle clients - PSS idle) / N
   kernel_bytes_per_conn  (KernelStack + PageTables + Slab, same delta) / N
   cpu_us_per_delivery    server CPU in the throughput window / deliveries
+  syscalls_per_delivery  server system calls in that window / deliveries
   switches_per_delivery  server context switches in that window / deliveries
   deliveries_per_s       message lines received by all clients per second
+  open_loop_*            the same per-delivery costs in the latency window
+                         (open loop: a fixed schedule of R messages/s)
   latency_*_us           open-loop delivery latency at R messages per second
   connect_seconds        time to connect and register all N clients
+
+A throughput window with too little in it gives no rate and no cost per
+delivery: window_verdict() calls it stalled (throughput_stalled in runs.csv,
+"stalled" in the report), with what was seen in it.
 """
 
 import csv
 import json
+import math
 import os
 import shutil
 import statistics
@@ -39,6 +47,7 @@ import procstat  # noqa: E402
 
 # The talk's C10K table: which row each model is, and who uses it. On the
 # slide one cell, "Apache, Tomcat (Gunicorn) ...", spans Process and Thread.
+# A model not listed here gets a row of its own name.
 C10K_ROWS = {
     "forking": ("Process", "one process per connection",
                 "Apache, Tomcat (Gunicorn) ..."),
@@ -46,38 +55,69 @@ C10K_ROWS = {
                  "Apache, Tomcat (Gunicorn) ... (one cell with Process)"),
     "evented": ("Async Programming", "one event loop (libevent, epoll)",
                 "Nginx (Tornado) ..."),
+    "coroutine": ("Async Programming, with coroutines",
+                  "a coroutine per connection on one event loop",
+                  "the talk's coroutines (PEP 342), in C"),
     "asyncio": ("Async Programming, in Python", "the talk's asyncio server",
                 "Tornado, the talk's ChatServer"),
 }
-COLORS = {"evented": "#1f77b4", "threaded": "#ff7f0e", "forking": "#d62728",
-          "asyncio": "#2ca02c"}
-EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+# Colour, gnuplot point type and dash type (dt) per model: no two lines look
+# alike even in black and white (7 circle, 5 square, 9 triangle, 11
+# triangle down, 13 diamond; odd = filled).
+STYLES = {"evented": ("#1f77b4", 7, "1"), "coroutine": ("#9467bd", 13, "(14,5)"),
+          "threaded": ("#ff7f0e", 5, "2"), "forking": ("#d62728", 9, "4"),
+          "asyncio": ("#2ca02c", 11, "5")}
+EXTRA_STYLES = [("#8c564b", 4, "(6,6)"), ("#e377c2", 6, "(20,6,4,6)"),
+                ("#7f7f7f", 8, "(2,4)"), ("#17becf", 10, "(10,3,3,3,3,3)")]
 
-# (file name, figure, title, y label); the y format is gnuplot's: %c is
-# the SI prefix (k, M), so 20k means 20,000.
+# A throughput window must hold at least this many messages sent inside it
+# (each is one fan-out to N clients), and its drain must not be longer than
+# it, or it is stalled (window_verdict). chat-load extends a short window
+# to reach this (sweep --min-fanouts, --max-window).
+MIN_FANOUTS = 20
+
+# Each chart: (file name, figure, title, y label, scale, y tick format).
+# The value drawn is figure * scale. Times are drawn in the unit a reader
+# reads (ms, s) with plain numbers; counts keep gnuplot's SI suffixes (%c:
+# k = thousand, M = million), which the y label spells out.
+SI = "%.0s%c"
 CHARTS = [
     ("memory-user", "user_bytes_per_conn",
      "User-space memory per idle connection (PSS, whole process tree)",
-     "bytes per connection"),
+     "KiB per connection", 1 / 1024, "%g"),
     ("memory-kernel", "kernel_bytes_per_conn",
      "Kernel memory per idle connection (stacks + page tables + Slab)",
-     "bytes per connection"),
+     "KiB per connection", 1 / 1024, "%g"),
     ("cpu-per-delivery", "cpu_us_per_delivery",
-     "Server CPU per delivery (throughput workload)",
-     "microseconds of CPU per delivery"),
+     "Server CPU per delivery (throughput workload, closed loop)",
+     "µs of CPU per delivery", 1, "%g"),
+    ("cpu-per-delivery-open-loop", "open_loop_cpu_us_per_delivery",
+     "Server CPU per delivery (latency workload, open loop)",
+     "µs of CPU per delivery", 1, "%g"),
+    ("syscalls-per-delivery", "syscalls_per_delivery",
+     "Server system calls per delivery (throughput workload, closed loop)",
+     "system calls per delivery", 1, "%g"),
+    ("syscalls-per-delivery-open-loop", "open_loop_syscalls_per_delivery",
+     "Server system calls per delivery (latency workload, open loop)",
+     "system calls per delivery", 1, "%g"),
+    ("switches-per-delivery", "switches_per_delivery",
+     "Server context switches per delivery (throughput workload, closed loop)",
+     "context switches per delivery", 1, "%g"),
+    ("switches-per-delivery-open-loop", "open_loop_switches_per_delivery",
+     "Server context switches per delivery (latency workload, open loop)",
+     "context switches per delivery", 1, "%g"),
     ("deliveries", "deliveries_per_s",
-     "Deliveries per second (throughput workload)", "deliveries per second"),
+     "Deliveries per second (throughput workload)",
+     "deliveries per second (k = thousand, M = million)", 1, SI),
     ("latency-p99", "latency_p99_us",
      "p99 delivery latency at a fixed open-loop rate",
-     "microseconds"),
+     "milliseconds", 1e-3, "%g"),
     ("connect", "connect_seconds",
-     "Time to connect and register all N clients", "seconds"),
+     "Time to connect and register all N clients", "seconds", 1, "%g"),
     ("tasks", "tasks", "Server tasks (processes and threads) with N clients",
-     "tasks"),
-    ("switches-per-delivery", "switches_per_delivery",
-     "Server context switches per delivery (throughput workload)",
-     "context switches per delivery"),
+     "tasks (k = thousand)", 1, SI),
 ]
+MEMORY_FIGURES = ("user_bytes_per_conn", "kernel_bytes_per_conn")
 
 CSV_FIGURES = [
     "user_bytes_per_conn", "rss_bytes_per_conn", "kernel_bytes_per_conn",
@@ -86,17 +126,23 @@ CSV_FIGURES = [
     "tcp_sockets_added", "tcp_memory_added", "tasks", "processes", "server_pss_bytes",
     "connect_seconds", "connect_rate_per_s", "connect_p50_us",
     "connect_p99_us", "connect_max_us", "connect_server_cpu_s",
+    "throughput_stalled", "window_seconds", "window_extended",
+    "window_messages", "window_deliveries", "drain_seconds",
     "deliveries_per_s", "messages_per_s", "cpu_us_per_delivery",
     "cpu_user_us_per_delivery", "cpu_system_us_per_delivery",
-    "switches_per_delivery", "voluntary_switches_per_delivery",
+    "syscalls_per_delivery", "switches_per_delivery",
+    "voluntary_switches_per_delivery", "faults_per_delivery",
     "server_cpu_share", "server_wait_share", "loadgen_cpu_share",
     "loadgen_wait_share",
+    "open_loop_behind", "open_loop_cpu_us_per_delivery",
+    "open_loop_syscalls_per_delivery", "open_loop_switches_per_delivery",
+    "open_loop_faults_per_delivery",
     "latency_rate_per_s", "latency_p50_us", "latency_p90_us",
     "latency_p99_us", "latency_p999_us", "latency_max_us",
     "latency_send_lag_p99_us", "latency_server_cpu_share",
     "latency_server_wait_share",
-    "latency_loadgen_cpu_share", "missing", "duplicated", "out_of_order",
-    "unexpected_lines", "disconnected", "arrival_errors",
+    "latency_loadgen_cpu_share", "syscall_method", "missing", "duplicated",
+    "out_of_order", "unexpected_lines", "disconnected", "arrival_errors",
     "undelivered_at_deadline",
 ]
 
@@ -105,12 +151,79 @@ CSV_FIGURES = [
 # Figures
 
 
-def derive(run, stack_bytes=16384):
+def window_verdict(window, min_fanouts=MIN_FANOUTS):
+    """Why a throughput window is no measurement, or None when it is one.
+
+    window is chat-load's throughput result. A window is stalled when fewer
+    than min_fanouts messages were sent inside it (a closed-loop sender
+    whose echo waits behind a fan-out sends nothing: the deliveries counted
+    are of messages sent before the window, and their number says nothing
+    about a rate), or when the drain after it took longer than the window
+    itself (the window saw less than one turn of the messages in flight).
+    chat-load extends a short window to avoid both (up to --max-duration);
+    one that still falls short is reported as stalled, with what was seen."""
+    if not window or "seconds" not in window:
+        return None
+    seconds = window["seconds"]
+    sent = window.get("messages", 0)
+    drain = window.get("drain_s", 0.0)
+    why = []
+    if sent < min_fanouts:
+        why.append(f"{sent:,} message(s) sent in it, fewer than "
+                   f"{min_fanouts}")
+    if drain > seconds:
+        why.append(f"its drain ({drain:.3g} s) took longer than the window")
+    if not why:
+        return None
+    return (f"stalled: {' and '.join(why)}; seen: {sent:,} messages sent and "
+            f"{window.get('deliveries', 0):,} deliveries in a "
+            f"{seconds:.3g} s window"
+            + (" (extended as far as allowed)" if window.get("extended")
+               else "") + f", then a {drain:.3g} s drain")
+
+
+def open_loop_verdict(window):
+    """Why the latency window's per-delivery costs mean nothing, or None:
+    a server that ended the window more than a window behind its fixed
+    schedule (the drain after it longer than the window) spent the window
+    catching up; its latency figures still count every delay."""
+    if not window or "seconds" not in window:
+        return None
+    if window.get("drain_s", 0.0) > window["seconds"]:
+        return (f"behind: the drain ({window['drain_s']:.3g} s) took longer "
+                f"than the {window['seconds']:.3g} s window; "
+                f"{window.get('deliveries', 0):,} deliveries in it")
+    return None
+
+
+def _per_delivery(figures, prefix, cpu, calls, deliveries):
+    """CPU, system calls, switches and page faults per delivery."""
+    switches = cpu["voluntary_switches"] + cpu["involuntary_switches"]
+    figures[prefix + "cpu_us_per_delivery"] = cpu["cpu_s"] * 1e6 / deliveries
+    figures[prefix + "switches_per_delivery"] = switches / deliveries
+    if "minor_faults" in cpu:
+        figures[prefix + "faults_per_delivery"] = \
+            (cpu["minor_faults"] + cpu["major_faults"]) / deliveries
+    if calls:
+        figures[prefix + "syscalls_per_delivery"] = \
+            calls["syscalls"] / deliveries
+        if calls["by_call"]:
+            by_call = {name: count / deliveries
+                       for name, count in calls["by_call"].items() if count}
+            by_call["other"] = max(0.0, figures[prefix +
+                                                "syscalls_per_delivery"] -
+                                   sum(by_call.values()))
+            figures[prefix + "syscalls_by_call"] = by_call
+        figures["syscall_method"] = calls["method"]
+
+
+def derive(run, stack_bytes=16384, min_fanouts=MIN_FANOUTS):
     """The figures of one run, from its raw samples and chat-load's result.
     Missing pieces (a run that failed early) give missing figures.
     stack_bytes is the kernel stack of one task on the machine measured."""
     figures = {}
     n = run["clients"]
+    min_fanouts = run.get("min_fanouts", min_fanouts)  # the sweep's setting
     samples = run.get("samples") or {}
     load = run.get("load") or {}
     idle, connected = samples.get("idle"), samples.get("connected")
@@ -157,18 +270,27 @@ def derive(run, stack_bytes=16384):
 
     throughput = load.get("throughput")
     start, end = samples.get("throughput-start"), samples.get("throughput-end")
-    if throughput and start and end and throughput["deliveries"] > 0:
+    if throughput and start and end:
+        figures["window_seconds"] = throughput["seconds"]
+        figures["window_extended"] = int(bool(throughput.get("extended")))
+        figures["window_messages"] = throughput["messages"]
+        figures["window_deliveries"] = throughput["deliveries"]
+        figures["drain_seconds"] = throughput.get("drain_s")
+        stalled = window_verdict(throughput, min_fanouts)
+        if stalled:
+            figures["throughput_stalled"] = stalled
+    if throughput and start and end and throughput["deliveries"] > 0 and \
+            "throughput_stalled" not in figures:
         cpu = procstat.cpu_delta(start["cpu"], end["cpu"])
         deliveries = throughput["deliveries"]
-        switches = cpu["voluntary_switches"] + cpu["involuntary_switches"]
         figures["deliveries_per_s"] = throughput["deliveries_per_s"]
         figures["messages_per_s"] = throughput["messages_per_s"]
-        figures["cpu_us_per_delivery"] = cpu["cpu_s"] * 1e6 / deliveries
+        _per_delivery(figures, "", cpu, procstat.syscall_delta(
+            start.get("syscalls"), end.get("syscalls")), deliveries)
         figures["cpu_user_us_per_delivery"] = \
             cpu["cpu_user_s"] * 1e6 / deliveries
         figures["cpu_system_us_per_delivery"] = \
             cpu["cpu_system_s"] * 1e6 / deliveries
-        figures["switches_per_delivery"] = switches / deliveries
         figures["voluntary_switches_per_delivery"] = \
             cpu["voluntary_switches"] / deliveries
         figures["server_cpu_share"] = cpu["cpu_s"] / throughput["seconds"]
@@ -195,14 +317,38 @@ def derive(run, stack_bytes=16384):
             if figures.get("tasks", 1) == 1:
                 figures["latency_server_wait_share"] = \
                     cpu["wait_s"] / latency["seconds"]
+            behind = open_loop_verdict(latency)
+            if behind:
+                figures["open_loop_behind"] = behind
+            elif latency.get("deliveries", 0) > 0:
+                _per_delivery(figures, "open_loop_", cpu,
+                              procstat.syscall_delta(start.get("syscalls"),
+                                                     end.get("syscalls")),
+                              latency["deliveries"])
 
     for key, value in (load.get("checks") or {}).items():
         figures[key] = value
     return figures
 
 
+def _numeric(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def derive_all(results):
+    """Sets every run's figures (runs["figures"]), with the machine's kernel
+    stack size and the sweep's stall threshold."""
+    stack = results["machine"].get("kernel_stack_bytes", 16384)
+    min_fanouts = results["config"].get("min_fanouts", MIN_FANOUTS)
+    for run in results["runs"]:
+        run["figures"] = (derive(run, stack, min_fanouts)
+                          if run["status"] != "skipped" else {})
+
+
 def median_figures(runs):
-    """Per (model, N): the median of each figure over the runs that passed."""
+    """Per (model, N): the median of each figure over the runs that passed,
+    how many of them stalled (and what the first one saw), and the median
+    system calls per delivery of each call."""
     groups = {}
     for run in runs:
         groups.setdefault((run["model"], run["clients"]), []).append(run)
@@ -214,11 +360,30 @@ def median_figures(runs):
                    "skipped": len(skipped)}
         for figure in CSV_FIGURES:
             values = [r["figures"][figure] for r in passed
-                      if r["figures"].get(figure) is not None]
+                      if _numeric(r["figures"].get(figure))]
             if values:
                 medians[figure] = statistics.median(values)
                 medians[figure + "_min"] = min(values)
                 medians[figure + "_max"] = max(values)
+        for text in ("throughput_stalled", "open_loop_behind"):
+            seen = [r["figures"][text] for r in passed
+                    if r["figures"].get(text)]
+            medians[text + "_runs"] = len(seen)
+            if seen:
+                medians[text] = seen[0]
+        for prefix in ("", "open_loop_"):
+            calls = {}
+            for r in passed:
+                for name, value in (r["figures"].get(
+                        prefix + "syscalls_by_call") or {}).items():
+                    calls.setdefault(name, []).append(value)
+            if calls:
+                medians[prefix + "syscalls_by_call"] = {
+                    name: statistics.median(values)
+                    for name, values in calls.items()}
+        methods = {r["figures"].get("syscall_method") for r in passed} - {None}
+        if methods:
+            medians["syscall_method"] = "/".join(sorted(methods))
         medians["errors"] = [r["error"] for r in group
                              if r["status"] != "ok" and r.get("error")]
         summary[key] = medians
@@ -266,7 +431,25 @@ def fmt_share(value):
 
 
 def fmt_plain(value, digits=3):
-    return "—" if value is None else f"{value:.{digits}g}"
+    """Three significant digits, never in exponent form (per-delivery
+    counts run from 0.00002 to 1,000)."""
+    if value is None:
+        return "—"
+    if value == 0:
+        return "0"
+    if abs(value) >= 10 ** digits:
+        return f"{value:,.0f}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    shown = f"{value:.{decimals}f}"
+    return shown.rstrip("0").rstrip(".") if "." in shown else shown
+
+
+def fmt_ratio(value):
+    """A multiple: 1.5, 26, 3,700."""
+    if value >= 100:
+        digits = len(str(int(value))) - 2
+        return f"{round(value, -digits):,.0f}"
+    return f"{value:.2g}"
 
 
 def one_line_summary(run):
@@ -281,9 +464,17 @@ def one_line_summary(run):
     if "user_bytes_per_conn" in f:
         parts.append(f"mem {fmt_bytes(f['user_bytes_per_conn'])}"
                      f"+{fmt_bytes(f['kernel_bytes_per_conn'])} kernel /conn")
+    if "throughput_stalled" in f:
+        parts.append("throughput " + f["throughput_stalled"])
     if "deliveries_per_s" in f:
         parts.append(f"{fmt_count(f['deliveries_per_s'])} deliveries/s")
         parts.append(f"{f['cpu_us_per_delivery']:.2f} µs CPU/delivery")
+    if "syscalls_per_delivery" in f:
+        parts.append(f"{f['syscalls_per_delivery']:.3g} syscalls/delivery")
+    if "open_loop_syscalls_per_delivery" in f:
+        parts.append(f"open loop {f['open_loop_cpu_us_per_delivery']:.3g} µs"
+                     f" and {f['open_loop_syscalls_per_delivery']:.3g} "
+                     f"syscalls/delivery")
     if "latency_p99_us" in f:
         parts.append(f"p99 {fmt_us(f['latency_p99_us'])}")
     return ", ".join(parts)
@@ -364,47 +555,147 @@ def gnuplot_terminals():
     return "pngcairo" if "pngcairo" in text else "png"
 
 
+THROUGHPUT_FIGURES = ("deliveries_per_s", "cpu_us_per_delivery",
+                      "syscalls_per_delivery", "switches_per_delivery")
+
+
+def model_styles(models):
+    styles = dict(STYLES)
+    extra = [m for m in models if m not in styles]
+    for i, model in enumerate(extra):
+        styles[model] = EXTRA_STYLES[i % len(EXTRA_STYLES)]
+    return styles
+
+
+def why_missing(model, n, figure, summary, scale=1):
+    """Why a chart has no point for this model at this N (None: it has)."""
+    s = summary.get((model, n))
+    if s is None:
+        return "not run"
+    if s["runs"] == 0:
+        return "skipped: every run failed at a smaller N"
+    if s["passed"] == 0:
+        error = (s.get("errors") or ["?"])[0]
+        return f"no run passed ({likely_cause(error)})"
+    value = s.get(figure)
+    if value is not None:
+        if value * scale > 0:
+            return None
+        shown = (fmt_bytes(value) if figure in MEMORY_FIGURES
+                 else fmt_plain(value))
+        return (f"measured {shown}, not above zero: noise, which a log "
+                f"scale cannot show")
+    if figure in THROUGHPUT_FIGURES and s.get("throughput_stalled_runs"):
+        return "stalled (no rate; see the C10K table's notes)"
+    if figure.startswith("open_loop_") and s.get("open_loop_behind_runs"):
+        return "behind its open-loop schedule (no cost per delivery)"
+    if "syscalls" in figure:
+        return "system calls not counted (--no-syscalls, or an older run)"
+    return "not measured"
+
+
+def coinciding(models, clients, figure, summary, scale):
+    """Pairs of models whose lines lie on each other (within 5 % at every N
+    both have, at least two of them)."""
+    pairs = []
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            shared = []
+            for n in clients:
+                va = summary.get((a, n), {}).get(figure)
+                vb = summary.get((b, n), {}).get(figure)
+                if va is not None and vb is not None and va * scale > 0 \
+                        and vb * scale > 0:
+                    shared.append(max(va, vb) / min(va, vb))
+            if len(shared) >= 2 and max(shared) <= 1.05:
+                pairs.append((a, b))
+    return pairs
+
+
+def y_axis(values, si):
+    """The y range and tics of a log-scale chart, labelled in plain numbers
+    (1, 10, 1,000, 0.001) or, for counts, with k and M: never 1e+06 nor
+    gnuplot's SI prefixes on a time ("100m" read as minutes)."""
+    low, high = min(values) / 1.5, max(values) * 1.5
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    tics = []
+    for steps in ((1,), (1, 2, 5)):  # 2 and 5 too when decades are few
+        tics = [m * 10.0 ** d for d in range(first, last + 1) for m in steps]
+        tics = [t for t in tics if low <= t <= high]
+        if len(tics) >= 3:
+            break
+
+    def label(value):
+        if si and value >= 1000:
+            for unit, size in (("M", 1e6), ("k", 1e3)):
+                if value >= size:
+                    return f"{value / size:g}{unit}"
+        if value >= 1:
+            return f"{value:,.0f}"
+        return f"{value:.{-math.floor(math.log10(value))}f}"
+
+    return low, high, ", ".join(f"'{label(t)}' {t:g}" for t in tics)
+
+
 def write_charts(folder, models, clients, summary, subtitle):
     """A data file and a gnuplot script per chart; renders SVG and PNG
-    when gnuplot is there. Returns the charts written and a note."""
+    when gnuplot is there. Returns the charts written, each with the notes
+    that go under it (missing points and why, lines that coincide), and a
+    note for all of them."""
     charts_dir = os.path.join(folder, "charts")
     os.makedirs(charts_dir, exist_ok=True)
     png_terminal = gnuplot_terminals()
-    colors = dict(COLORS)
-    for i, model in enumerate(m for m in models if m not in colors):
-        colors[model] = EXTRA_COLORS[i % len(EXTRA_COLORS)]
+    styles = model_styles(models)
     written = []
-    for name, figure, title, ylabel in CHARTS:
+    # Each model's points are drawn a few percent apart sideways, so that
+    # equal values (1 task for every one-thread server) do not hide each
+    # other; the data files keep the exact N.
+    spread = 1.09
+    dodge = {model: spread ** (i - (len(models) - 1) / 2)
+             for i, model in enumerate(models)}
+    for name, figure, title, ylabel, scale, y_format in CHARTS:
+        values = [summary.get((m, n), {}).get(figure) for m in models
+                  for n in clients]
+        values = [v * scale for v in values if v is not None and v * scale > 0]
+        if not values:
+            continue
+        y_low, y_high, y_tics = y_axis(values, y_format == SI)
         data_path = os.path.join(charts_dir, name + ".dat")
         with open(data_path, "w") as f:
-            f.write("# N " + " ".join(models) + "\n")
+            f.write(f"# N, then {figure} x {scale:g} per model: "
+                    + " ".join(models) + "\n")
             for n in clients:
                 values = []
                 for model in models:
                     value = summary.get((model, n), {}).get(figure)
-                    values.append("NaN" if value is None or value <= 0
-                                  else f"{value:.6g}")
+                    values.append("NaN" if value is None or value * scale <= 0
+                                  else f"{value * scale:.6g}")
                 f.write(f"{n} " + " ".join(values) + "\n")
         plots = ", ".join(
-            f"'{name}.dat' using 1:{i + 2} with linespoints lw 2 pt 7 ps 1.1 "
-            f"lc rgb '{colors[model]}' title '{model}'"
+            f"'{name}.dat' using ($1*{dodge[model]:.4f}):{i + 2} with "
+            f"linespoints lw 2 dt {styles[model][2]} pt {styles[model][1]} "
+            f"ps 1.3 lc rgb '{styles[model][0]}' title '{model}'"
             for i, model in enumerate(models))
         xtics = ", ".join(f"'{n:,}' {n}" for n in clients)
-        y_format = "%g" if figure.endswith("_per_delivery") else "%.0s%c"
+        low = min(clients) / (1.6 * spread ** (len(models) / 2))
+        high = max(clients) * 1.6 * spread ** (len(models) / 2)
         script = f"""# {title}: one line per model, median of the passed runs.
 # Rendered by report.py; run it again with: gnuplot {name}.gp
+# Each model's points are nudged sideways (x {spread:g} per model) so that
+# equal values stay visible; {name}.dat has the exact N.
 set title "{title}\\n{{/*0.8 {subtitle}}}"
-set xlabel "concurrent connections N (log scale)"
+set xlabel "concurrent connections N (log scale; points nudged sideways so none hides another)"
 set ylabel "{ylabel} (log scale)"
 set logscale xy 10
 set xtics ({xtics})
-set xrange [{min(clients) / 1.5}:{max(clients) * 1.5}]
+set xrange [{low:.3g}:{high:.3g}]
+set yrange [{y_low:.4g}:{y_high:.4g}]
+set ytics ({y_tics})
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box
 set border 3
 set tics nomirror
 set datafile missing 'NaN'
-set format y '{y_format}'
 set terminal svg size 900,520 dynamic enhanced font 'Helvetica,13' background rgb 'white'
 set output '{name}.svg'
 plot {plots}
@@ -415,9 +706,7 @@ plot {plots}
                        f"set output '{name}.png'\nreplot\n")
         with open(os.path.join(charts_dir, name + ".gp"), "w") as f:
             f.write(script)
-        has_data = any(summary.get((m, n), {}).get(figure, 0) > 0
-                       for m in models for n in clients)
-        if png_terminal and has_data:
+        if png_terminal:
             result = subprocess.run(["gnuplot", name + ".gp"], cwd=charts_dir,
                                     capture_output=True, text=True,
                                     timeout=60)
@@ -425,8 +714,35 @@ plot {plots}
                 print(f"report: gnuplot {name}.gp: {result.stderr.strip()}",
                       file=sys.stderr)
                 continue
-        if has_data:
-            written.append((name, title))
+        notes = []
+        missing = []
+        for model in models:
+            for n in clients:
+                why = why_missing(model, n, figure, summary, scale)
+                if why:
+                    missing.append(f"{model} at N = {n:,}: {why}")
+        if missing:
+            notes.append("No point for " + "; ".join(missing) + ".")
+        for a, b in coinciding(models, clients, figure, summary, scale):
+            notes.append(f"{a} and {b} coincide (within 5 % at every N both "
+                         f"have): their points sit side by side, the lines "
+                         f"on each other.")
+        if figure in THROUGHPUT_FIGURES:
+            partly = [f"{model} at N = {n:,} ({s['throughput_stalled_runs']} "
+                      f"of {s['passed']} runs)"
+                      for model in models for n in clients
+                      for s in [summary.get((model, n), {})]
+                      if s.get("throughput_stalled_runs") and
+                      s.get(figure) is not None]
+            if partly:
+                notes.append("Some runs stalled, and the point is the median "
+                             "of the others: " + "; ".join(partly) + ".")
+        if figure in MEMORY_FIGURES:
+            notes.append("At N = 10, and often at 100, this is a page or two "
+                         "of memory over a few connections (and the Slab "
+                         "part is system-wide): noise, at times below zero. "
+                         "Read it from N = 1,000 up.")
+        written.append((name, title, notes))
     note = None if png_terminal else \
         "gnuplot was not found: the charts' data and scripts are in charts/"
     return written, note
@@ -498,6 +814,50 @@ def evaluate_targets(models, clients, summary, runs):
                      (f"; not in {'; '.join(worse)}" if worse else ""),
                      "not measured" if checked == 0 else
                      ("met" if not worse else "NOT MET")))
+
+    # Issue 10: every model at its own floor, and no rate from a stall.
+    for n in (1000, 10000):
+        base = summary.get(("evented", n), {}).get("cpu_us_per_delivery")
+        mine = summary.get(("forking", n), {}).get("cpu_us_per_delivery")
+        label = (f"forking, N = {n:,}: CPU per delivery within 3 × evented's "
+                 f"(closed loop)")
+        if base is None or mine is None:
+            stalled = summary.get(("forking", n), {}).get(
+                "throughput_stalled_runs")
+            rows.append((label, "stalled" if stalled else "not measured",
+                         "NOT MET" if stalled else "not measured"))
+        else:
+            rows.append((label, f"{fmt_ratio(mine / base)} × ({fmt_us(mine)} "
+                                f"vs {fmt_us(base)})",
+                         "met" if mine <= 3 * base else "NOT MET"))
+    stalled = [r for r in runs if r["status"] == "ok" and
+               r["figures"].get("throughput_stalled")]
+    windows = [r for r in runs if r["status"] == "ok" and
+               r["figures"].get("window_seconds") is not None]
+    rows.append(("no run reports a rate from a stalled window",
+                 f"{len(stalled)} of {len(windows)} throughput windows "
+                 f"stalled" + (": " + ", ".join(
+                     f"{r['model']} N = {r['clients']:,}" for r in stalled)
+                     if stalled else "") + "; none is given a rate",
+                 "not measured" if not windows else
+                 ("met" if not stalled else
+                  f"met ({len(stalled)} reported as stalled)")))
+    ev = summary.get(("evented", 1000), {})
+    th = summary.get(("threaded", 1000), {})
+    a = ev.get("open_loop_cpu_us_per_delivery")
+    b = th.get("open_loop_cpu_us_per_delivery")
+    rows.append(("evented, N = 1,000, open loop: CPU per delivery below "
+                 "threaded's",
+                 "not measured" if a is None or b is None else
+                 f"{fmt_us(a)} vs {fmt_us(b)}",
+                 "not measured" if a is None or b is None else
+                 ("met" if a < b else "NOT MET")))
+    calls = ev.get("open_loop_syscalls_per_delivery")
+    rows.append(("evented, N = 1,000, open loop: ≤ 1.1 system calls per "
+                 "delivery",
+                 "not measured" if calls is None else f"{calls:.3g}",
+                 "not measured" if calls is None else
+                 ("met" if calls <= 1.1 else "NOT MET")))
     return rows
 
 
@@ -511,8 +871,19 @@ def passed_text(s):
     return text + (f" ({s['skipped']} skipped)" if s.get("skipped") else "")
 
 
+def stalled_cell(s, value_text):
+    """A throughput cell: the figure, or "stalled" when every passed run's
+    window stalled (with some stalled, the others give the figure)."""
+    if value_text != "—" or not s.get("throughput_stalled_runs") or \
+            s["throughput_stalled_runs"] < s.get("passed", 0):
+        return value_text
+    return "**stalled**"
+
+
 def c10k_table(models, n, summary):
-    """The talk's table, one row per model, with the figures at N."""
+    """The talk's table, one row per model, with the figures at N. A
+    throughput window that stalled in every run shows "stalled" instead of
+    a rate; stalled_notes() says what was seen."""
     rows = []
     for model in models:
         row_name, how, who = C10K_ROWS.get(model, (model, model, ""))
@@ -522,14 +893,226 @@ def c10k_table(models, n, summary):
                      fmt_bytes(s.get("user_bytes_per_conn")),
                      fmt_bytes(s.get("kernel_bytes_per_conn")),
                      fmt_count(s.get("tasks")),
-                     fmt_us(s.get("cpu_us_per_delivery")),
-                     fmt_count(s.get("deliveries_per_s")),
+                     stalled_cell(s, fmt_us(s.get("cpu_us_per_delivery"))),
+                     stalled_cell(s, fmt_plain(s.get(
+                         "syscalls_per_delivery"))),
+                     stalled_cell(s, fmt_plain(s.get(
+                         "switches_per_delivery"))),
+                     stalled_cell(s, fmt_count(s.get("deliveries_per_s"))),
                      fmt_us(s.get("latency_p99_us")),
                      fmt_seconds(s.get("connect_seconds"))))
     return table(["Model", "Server", "Who uses it (the talk)",
                   f"Passed at {n:,}", "User memory / conn",
                   "Kernel memory / conn", "Tasks", "CPU / delivery",
+                  "Syscalls / delivery", "Switches / delivery",
                   "Deliveries / s", "p99 latency", "Connect all"], rows)
+
+
+def stalled_notes(models, clients, summary):
+    """One line per model and N where a throughput window stalled: what was
+    seen in it, and whether the figures shown come from other runs."""
+    lines = []
+    for model in models:
+        for n in clients:
+            s = summary.get((model, n), {})
+            if not s.get("throughput_stalled_runs"):
+                continue
+            some = s["throughput_stalled_runs"] < s["passed"]
+            lines.append(
+                f"- **{model}** at N = {n:,}: "
+                f"{s['throughput_stalled_runs']} of {s['passed']} passed "
+                f"run(s) {s['throughput_stalled']}"
+                + ("; its figures are the median of the other runs." if some
+                   else "; no rate and no cost per delivery is given."))
+    return lines
+
+
+def open_loop_table(models, points, summary):
+    """Per model at each N of points: the open-loop (latency workload)
+    costs per delivery beside the closed-loop ones."""
+    rows = []
+    for n in points:
+        for model in models:
+            s = summary.get((model, n))
+            if not s or not s.get("passed"):
+                continue
+            behind = s.get("open_loop_behind_runs")
+            rows.append((
+                model, f"{n:,}", fmt_plain(s.get("latency_rate_per_s")),
+                ("behind" if behind and
+                 s.get("open_loop_cpu_us_per_delivery") is None else
+                 fmt_us(s.get("open_loop_cpu_us_per_delivery"))),
+                fmt_plain(s.get("open_loop_syscalls_per_delivery")),
+                fmt_plain(s.get("open_loop_switches_per_delivery")),
+                fmt_us(s.get("latency_p99_us")),
+                stalled_cell(s, fmt_us(s.get("cpu_us_per_delivery"))),
+                stalled_cell(s, fmt_plain(s.get("syscalls_per_delivery"))),
+                stalled_cell(s, fmt_plain(s.get("switches_per_delivery")))))
+    return table(["Model", "N", "Open loop: R msg/s", "CPU / delivery",
+                  "Syscalls / delivery", "Switches / delivery",
+                  "p99 latency", "Closed loop: CPU / delivery",
+                  "Syscalls / delivery", "Switches / delivery"], rows)
+
+
+def syscall_breakdown(models, points, summary):
+    """The system calls per delivery by call, where the per-call counters
+    were attached (a tree of few tasks), open and closed loop."""
+    rows = []
+    for n in points:
+        for model in models:
+            s = summary.get((model, n), {})
+            for label, prefix in (("open", "open_loop_"), ("closed", "")):
+                calls = s.get(prefix + "syscalls_by_call")
+                if not calls:
+                    continue
+                ranked = sorted(((v, k) for k, v in calls.items()
+                                 if k != "other" and v >= 0.005),
+                                reverse=True)
+                text = ", ".join(f"{name} {value:.3g}"
+                                 for value, name in ranked[:8])
+                if calls.get("other", 0) >= 0.005:
+                    text += f", other {calls['other']:.3g}"
+                rows.append((model, f"{n:,}", label,
+                             fmt_plain(s.get(prefix +
+                                             "syscalls_per_delivery")),
+                             text or "—"))
+    if not rows:
+        return None
+    return table(["Model", "N", "Loop", "Syscalls / delivery",
+                  "By call, per delivery"], rows)
+
+
+def syscall_method_text(results, summary):
+    how = results["machine"].get("syscall_counting")
+    if how is None:
+        return ("nothing: this sweep did not count them (its runs.json "
+                "predates the counters)")
+    if how == "perf":
+        return ("the kernel: a perf counter on the raw_syscalls:sys_enter "
+                "tracepoint for every task of the tree, attached once the "
+                "clients are connected (after the memory samples), read at "
+                "each window's edges")
+    return how
+
+
+REFERENCE_LATENCY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                 "latency", "reference", "latency.csv")
+
+
+def _latency_rows(path):
+    rows = {}
+    try:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("median_ns"):
+                    rows[row["id"]] = {"event": row["event"],
+                                       "median_ns": float(row["median_ns"]),
+                                       "method": row.get("method", "")}
+    except (OSError, csv.Error):
+        pass
+    return rows
+
+
+def machine_cost_lines(machine, summary=None, models=(), n=None):
+    """The machine's process switch, thread switch and page-fault cost (and
+    what counting system calls adds), and what they make of the process and
+    thread models' figures."""
+    costs = machine.get("costs") or {}
+    lines = []
+    tool = costs.get("latency_tool") or {}
+    rows = tool.get("rows")
+    source = None
+    if rows:
+        source = (f"chat-latency ({tool.get('note', '')}, "
+                  f"{tool.get('date', '?')[:16]}, `{tool.get('source')}`)")
+    else:
+        rows = _latency_rows(REFERENCE_LATENCY)
+        if rows:
+            source = ("chat-latency's committed reference run "
+                      "(`bench/latency/reference/latency.csv`: another "
+                      "moment, perhaps another machine; this sweep did not "
+                      "measure them"
+                      + (f": {tool['error']}" if tool.get("error") else "")
+                      + ")")
+    if rows:
+        def ns(row_id):
+            row = rows.get(row_id)
+            return fmt_us(row["median_ns"] / 1e3) if row else "—"
+        pipe = ""
+        method = (rows.get("process_switch") or {}).get("method", "")
+        alone = method.split("alone:", 1)[1].split()[:2] \
+            if "alone:" in method else []
+        if len(alone) == 2 and alone[1].startswith("ns"):
+            pipe = (f" (each includes one pipe write and read, "
+                    f"{fmt_us(float(alone[0]) / 1e3)} alone)")
+        lines.append(
+            f"- **Process context switch** {ns('process_switch')}, **thread "
+            f"switch** {ns('thread_switch')}{pipe}; fork + exit + wait "
+            f"{ns('fork')}, pthread_create + join {ns('pthread')}, an epoll "
+            f"wake-up with no switch {ns('epoll')}. Medians from {source}.")
+    else:
+        lines.append("- Process and thread switch: not measured"
+                     + (f" ({tool['error']})" if tool.get("error") else "")
+                     + ".")
+    fault = costs.get("page_fault") or {}
+    if fault.get("ns") is not None:
+        lines.append(f"- **Minor page fault** {fmt_us(fault['ns'] / 1e3)} "
+                     f"(min {fmt_us(fault['min_ns'] / 1e3)}; "
+                     f"{fault['method']}; {fault['faults_per_try']:,} faults "
+                     f"counted per try). A forked child faults on every page "
+                     f"it writes first (copy-on-write), a thread's stack and "
+                     f"a heap on every fresh page.")
+    else:
+        lines.append("- Minor page fault: not measured by this sweep"
+                     + (f" ({fault['error']})" if fault.get("error") else "")
+                     + ".")
+    call = costs.get("syscall") or {}
+    if call.get("overhead_ns") is not None:
+        lines.append(f"- **Counting system calls** costs "
+                     f"{call['overhead_ns']:.0f} ns per call while the "
+                     f"counters are attached (a getppid from Python: "
+                     f"{call['plain_ns']:.0f} ns, {call['counted_ns']:.0f} ns "
+                     f"counted), on every task of the machine: the CPU "
+                     f"figures include it, about that much times the system "
+                     f"calls per delivery (`--no-syscalls` measures without "
+                     f"it).")
+    # What a switch makes of the process and thread models' CPU.
+    if summary and rows and n is not None:
+        for model, row_id in (("forking", "process_switch"),
+                              ("threaded", "thread_switch")):
+            s = summary.get((model, n), {})
+            row = rows.get(row_id)
+            for prefix, loop in (("", "closed"), ("open_loop_", "open")):
+                per = s.get(prefix + "switches_per_delivery")
+                cpu = s.get(prefix + "cpu_us_per_delivery")
+                if model in models and row and per and cpu:
+                    spent = per * row["median_ns"] / 1e3
+                    lines.append(
+                        f"- {model} at N = {n:,}, {loop} loop: "
+                        f"{per:.3g} switches per delivery × "
+                        f"{fmt_us(row['median_ns'] / 1e3)} ≈ "
+                        f"{fmt_us(spent)} of its {fmt_us(cpu)} of CPU per "
+                        f"delivery (a switch measured with a pipe round "
+                        f"trip in it: an upper bound).")
+    return lines
+
+
+# Which heap policy a model runs with, when the sweep did not record it
+# (older runs.json, or a model it could not read the sources of).
+HEAP_POLICY_DEFAULT = {
+    "asyncio": "CPython's own allocator (pymalloc over glibc malloc, "
+               "default settings): not the C models' policy",
+}
+
+
+def heap_policy_lines(results, models):
+    recorded = {m["name"]: m.get("heap_policy") for m in results["models"]}
+    lines = []
+    for model in models:
+        policy = recorded.get(model) or HEAP_POLICY_DEFAULT.get(model) or \
+            "not recorded by this sweep (see common/os/heap.h)"
+        lines.append(f"- **{model}**: {policy}")
+    return lines
 
 
 README_BEGIN = "<!-- reference:begin -->"
@@ -541,10 +1124,7 @@ def update_readme(folder, readme):
     folder's C10K table and one chart (links relative to the README)."""
     with open(os.path.join(folder, "runs.json")) as f:
         results = json.load(f)
-    stack = results["machine"].get("kernel_stack_bytes", 16384)
-    for run in results["runs"]:
-        run["figures"] = (derive(run, stack) if run["status"] != "skipped"
-                          else {})
+    derive_all(results)
     models = [m["name"] for m in results["models"]]
     n = max(results["config"]["clients"])
     summary = median_figures(results["runs"])
@@ -610,7 +1190,11 @@ def what_the_numbers_say(models, n, summary):
              f"and {fmt_bytes(base.get('kernel_bytes_per_conn'))} of kernel "
              f"memory per connection, {fmt_us(base.get('cpu_us_per_delivery'))}"
              f" of CPU per delivery, {fmt_count(base.get('deliveries_per_s'))}"
-             f" deliveries per second):\n"]
+             f" deliveries per second"
+             + (" (its own throughput window stalled)"
+                if base.get("throughput_stalled_runs") and
+                base.get("cpu_us_per_delivery") is None else "")
+             + "):\n"]
 
     def times(value, reference, inverse=False):
         if value is None or reference is None or value <= 0 or reference <= 0:
@@ -644,6 +1228,15 @@ def what_the_numbers_say(models, n, summary):
                      inverse=True)
         if rate:
             parts.append(f"1/{rate[:-1]} of the deliveries per second")
+        calls = times(s.get("open_loop_syscalls_per_delivery"),
+                      base.get("open_loop_syscalls_per_delivery"))
+        if calls:
+            parts.append(f"{calls} the system calls per delivery in open "
+                         f"loop")
+        if s.get("throughput_stalled_runs") and \
+                s.get("cpu_us_per_delivery") is None:
+            parts.append("no rate: its throughput window stalled "
+                         f"({s['throughput_stalled']})")
         lines.append(f"- **{model}**, with {fmt_count(s.get('tasks'))} "
                      f"task(s): " + ", ".join(parts) + ".")
     return "\n".join(lines) + "\n"
@@ -655,10 +1248,7 @@ def build(folder):
     with open(os.path.join(folder, "runs.json")) as f:
         results = json.load(f)
     runs = results["runs"]
-    stack = results["machine"].get("kernel_stack_bytes", 16384)
-    for run in runs:
-        run["figures"] = (derive(run, stack) if run["status"] != "skipped"
-                          else {})
+    derive_all(results)
     models = [m["name"] for m in results["models"]]
     clients = results["config"]["clients"]
     summary = median_figures(runs)
@@ -748,6 +1338,18 @@ def render_markdown(results, models, clients, summary, runs, charts,
         "medians of the runs that passed every check.\n")
     say(c10k_table(models, biggest, summary))
     say("")
+    notes = stalled_notes(models, [biggest], summary)
+    if notes:
+        say(f"**Stalled** means the throughput window held too little to "
+            f"measure (fewer than {config.get('min_fanouts', MIN_FANOUTS)} "
+            f"messages sent inside it, or a drain after it longer than the "
+            f"window itself) "
+            + (f"even after chat-load extended it (up to "
+               f"{config['max_window']:g} s)" if "max_window" in config else
+               "(this sweep's chat-load did not yet extend a short window)")
+            + ": such a window is reported with what was seen, never as a "
+            "rate.\n")
+        say("\n".join(notes) + "\n")
     say("User memory is the server tree's PSS growth per idle connection, "
         "read once every client has registered and the room has been idle "
         "for 2 s (the figure right after the registration storm is in "
@@ -760,9 +1362,49 @@ def render_markdown(results, models, clients, summary, runs, charts,
         f"and deliveries per second come from the throughput workload "
         f"({config['senders']} senders, {config['window']} messages in flight "
         "each); p99 latency from the open-loop latency workload at "
-        f"{config['latency_deliveries']:g} deliveries per second in total.\n")
+        f"{config['latency_deliveries']:g} deliveries per second in total. "
+        "System calls and context switches per delivery are the server "
+        "tree's own (every thread and child process) in the throughput "
+        f"window; system calls counted by "
+        f"{syscall_method_text(results, summary)}.\n")
 
     say(what_the_numbers_say(models, biggest, summary))
+
+    say("## Open loop and closed loop: what a delivery costs\n")
+    points = sorted({n for n in (1000, biggest) if n in clients})
+    say("The throughput workload is a closed loop (each sender keeps "
+        f"{config['window']} messages in flight, so the server always has "
+        "work and batches it); the latency workload is an open loop (a fixed "
+        "schedule of R messages per second, the same "
+        f"{config['latency_deliveries']:g} deliveries per second at every "
+        "N), where a server meets each message alone, as a real chat does. "
+        "The cost per delivery in each, at "
+        + " and ".join(f"N = {n:,}" for n in points) + ":\n")
+    say(open_loop_table(models, points, summary))
+    say("")
+    behind = [f"{m} at N = {n:,} ({summary[(m, n)]['open_loop_behind']})"
+              for n in points for m in models
+              if summary.get((m, n), {}).get("open_loop_behind_runs")]
+    if behind:
+        say("*Behind*: the server ended the open-loop window more than a "
+            "window behind its schedule, so the window measured it catching "
+            "up, not serving the schedule: " + "; ".join(behind) + ".\n")
+    breakdown = syscall_breakdown(models, points, summary)
+    if breakdown:
+        say("System calls per delivery by call (counted one by one where "
+            "the server has few enough tasks for a counter per call and "
+            "task; *other* is the rest of the total):\n")
+        say(breakdown)
+        say("")
+
+    say("## What this machine charges for a switch and a page fault\n")
+    say("\n".join(machine_cost_lines(machine, summary, models, biggest))
+        + "\n")
+
+    say("## Heap policy\n")
+    say("How each model's heap gives freed memory back (common/os/heap.h); "
+        "it moves the memory and CPU figures, so it is stated per model:\n")
+    say("\n".join(heap_policy_lines(results, models)) + "\n")
 
     # Where each model broke.
     say("## Where each model broke, and why\n")
@@ -803,9 +1445,11 @@ def render_markdown(results, models, clients, summary, runs, charts,
     say("## Charts\n")
     if chart_note:
         say(chart_note + "\n")
-    for name, title in charts:
+    for name, title, notes in charts:
         say(f"### {title}\n")
         say(f"![{title}](charts/{name}.png)\n")
+        for note in notes:
+            say(note + "\n")
         say(f"[SVG](charts/{name}.svg) · [data](charts/{name}.dat) · "
             f"[gnuplot script](charts/{name}.gp)\n")
 
@@ -826,9 +1470,16 @@ def render_markdown(results, models, clients, summary, runs, charts,
                          fmt_count(s.get("tasks")),
                          fmt_seconds(s.get("connect_seconds")),
                          fmt_us(s.get("connect_p99_us")),
-                         fmt_count(s.get("deliveries_per_s")),
-                         fmt_plain(s.get("cpu_us_per_delivery")),
-                         fmt_plain(s.get("switches_per_delivery")),
+                         stalled_cell(s, fmt_count(s.get(
+                             "deliveries_per_s"))),
+                         stalled_cell(s, fmt_plain(s.get(
+                             "cpu_us_per_delivery"))),
+                         stalled_cell(s, fmt_plain(s.get(
+                             "syscalls_per_delivery"))),
+                         stalled_cell(s, fmt_plain(s.get(
+                             "switches_per_delivery"))),
+                         fmt_plain(s.get("faults_per_delivery")),
+                         fmt_seconds(s.get("window_seconds")),
                          fmt_share(s.get("server_cpu_share")),
                          fmt_share(s.get("server_wait_share")),
                          fmt_share(s.get("loadgen_cpu_share"))))
@@ -836,9 +1487,14 @@ def render_markdown(results, models, clients, summary, runs, charts,
     say(table(["Model", "N", "Passed", "User mem/conn", "Kernel stacks/conn",
                "PageTables/conn", "Slab/conn", "Tasks", "Connect all",
                "Connect p99", "Deliveries/s", "CPU µs/delivery",
-               "Switches/delivery", "Server CPU", "Server waited",
+               "Syscalls/delivery", "Switches/delivery", "Faults/delivery",
+               "Window", "Server CPU", "Server waited",
                "chat-load CPU"], rows))
     say("")
+    notes = stalled_notes(models, clients, summary)
+    if notes:
+        say("Stalled throughput windows (no rate is given from them):\n")
+        say("\n".join(notes) + "\n")
     rows = []
     for model in models:
         for n in clients:
@@ -853,14 +1509,21 @@ def render_markdown(results, models, clients, summary, runs, charts,
                          fmt_us(s.get("latency_p999_us")),
                          fmt_us(s.get("latency_max_us")),
                          fmt_us(s.get("latency_send_lag_p99_us")),
+                         ("behind" if s.get("open_loop_behind_runs") and
+                          s.get("open_loop_cpu_us_per_delivery") is None
+                          else fmt_plain(s.get(
+                              "open_loop_cpu_us_per_delivery"))),
+                         fmt_plain(s.get("open_loop_syscalls_per_delivery")),
+                         fmt_plain(s.get("open_loop_switches_per_delivery")),
                          fmt_share(s.get("latency_server_cpu_share")),
                          fmt_share(s.get("latency_server_wait_share")),
                          fmt_share(s.get("latency_loadgen_cpu_share"))))
     say("**Latency** (open loop: R messages per second spread over the "
         "senders, every receiver measures now − scheduled send time)\n")
     say(table(["Model", "N", "R msg/s", "p50", "p90", "p99", "p99.9", "max",
-               "chat-load send lag p99", "Server CPU", "Server waited",
-               "chat-load CPU"],
+               "chat-load send lag p99", "CPU µs/delivery",
+               "Syscalls/delivery", "Switches/delivery", "Server CPU",
+               "Server waited", "chat-load CPU"],
               rows))
     say("")
 
@@ -873,7 +1536,13 @@ def render_markdown(results, models, clients, summary, runs, charts,
         "own and every later arrival, the sweep samples the server's whole "
         "process tree from /proc, then chat-load runs the throughput and "
         f"latency workloads ({config['warmup']:g} s warm-up, "
-        f"{config['duration']:g} s measured window each) while every "
+        f"{config['duration']:g} s measured window each"
+        + (f"; a throughput window goes on, up to {config['max_window']:g} s, "
+           f"until it holds {config.get('min_fanouts', MIN_FANOUTS)} "
+           f"messages sent inside it and lasts twice the time its in-flight "
+           f"messages took to reach everyone" if "max_window" in config
+           else "")
+        + ") while every "
         "receiver checks every line for missing, duplicated or out-of-order "
         "deliveries. A run with any such error is marked failed and left out "
         "of the medians.\n")

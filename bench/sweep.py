@@ -25,12 +25,14 @@ started and still writes the results gathered so far.
 """
 
 import argparse
+import csv
 import ctypes
 import datetime
 import glob
 import json
 import os
 import platform
+import re
 import resource
 import select
 import signal
@@ -48,14 +50,18 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 
 # The two modes. Latency is measured at a fixed total delivery rate, split
 # over the clients: R = latency_deliveries / N messages per second.
+# max_window: how long a throughput window may go on past its duration to
+# hold enough to measure (chat-load --max-duration; report.py judges it).
 MODES = {
     "quick": {"clients": [10, 100, 1000], "repeats": 1, "warmup": 0.3,
-              "duration": 1.0, "drain": 20.0, "connect_base": 60.0},
+              "duration": 1.0, "max_window": 5.0, "drain": 20.0,
+              "connect_base": 60.0},
     "full": {"clients": [10, 100, 1000, 5000, 10000], "repeats": 3,
-             "warmup": 1.0, "duration": 5.0, "drain": 60.0,
-             "connect_base": 120.0},
+             "warmup": 1.0, "duration": 5.0, "max_window": 30.0,
+             "drain": 60.0, "connect_base": 120.0},
 }
-MODEL_ORDER = ["evented", "threaded", "forking", "asyncio"]
+# Known models first, in this order; any other chat-* server after them.
+MODEL_ORDER = ["evented", "coroutine", "threaded", "forking", "asyncio"]
 SERVER_START_TIMEOUT = 15.0
 SERVER_STOP_TIMEOUT = 30.0  # SPEC.md says 2 s; wait longer, to measure it
 MARK_MARGIN = 60.0  # beyond chat-load's own deadlines, before we give up
@@ -120,6 +126,43 @@ def find_models(build_dir, wanted, extra=()):
         names = [w for w in wanted if w in found]
         return [found[n] for n in names], missing
     return [found[n] for n in names], []
+
+
+def heap_policy(model):
+    """Which heap policy a C model runs with, read from the sources it was
+    built from: the policy common/os/heap.h states (its first sentence),
+    and which of the functions heap.h declares the model's own sources and
+    the shared ones (common/) call, and which none calls. None for a model
+    whose sources are not here (a peer, a --server)."""
+    own = glob.glob(os.path.join(REPO_DIR, model.name, "*.c"))
+    header = os.path.join(REPO_DIR, "common", "os", "heap.h")
+    if not own or not model.source.startswith("build") or \
+            not os.path.exists(header):
+        return None
+    with open(header, errors="replace") as f:
+        text = f.read()
+    declared = sorted(set(re.findall(r"^\w[\w \t*]*?\b(heap_\w+)\(", text,
+                                     re.M)))
+    comment = text.split("*/", 1)[0].lstrip("/* ")
+    policy = " ".join(line.strip(" *") for line in
+                      comment.split("\n *\n", 1)[0].splitlines()).strip()
+    common = [p for p in glob.glob(os.path.join(REPO_DIR, "common", "**",
+                                                "*.c"), recursive=True)
+              if os.path.basename(p) != "heap.c"]
+    calls = {}
+    for path in own + common:
+        with open(path, errors="replace") as f:
+            source = f.read()
+        for function in declared:
+            if re.search(r"\b" + function + r"\(", source):
+                calls.setdefault(function, []).append(
+                    os.path.relpath(path, REPO_DIR))
+    said = "; ".join(f"{function} in " + ", ".join(f"`{p}`" for p in paths)
+                     for function, paths in sorted(calls.items()))
+    missing = [f for f in declared if f not in calls]
+    return (f"{policy} Calls {said or 'none of its functions'}"
+            + (f"; never calls {', '.join(missing)}: the policy applies only "
+               f"in part" if missing else "") + ".")
 
 
 # ---------------------------------------------------------------------------
@@ -263,6 +306,164 @@ def describe_machine(build_dir, pinning, usable_cpus):
         "kernel_stack_bytes": procstat.kernel_stack_size(),
         "limits": limits_in_force(),
     }
+
+
+# ---------------------------------------------------------------------------
+# What the machine charges: switches, page faults, counted system calls
+
+
+def _median_of(samples):
+    samples = sorted(samples)
+    return samples[len(samples) // 2]
+
+
+def measure_page_fault(pages=8192, tries=5):
+    """ns per minor page fault on a private anonymous page (what a heap or a
+    forked child's first write costs): first touch of each page minus a
+    second touch of the same pages, which takes the loop's own cost out.
+    Transparent huge pages are refused, so each touch faults 4 KiB."""
+    import mmap
+    page = mmap.PAGESIZE
+    costs, faults = [], []
+    for _ in range(tries):
+        area = mmap.mmap(-1, pages * page,
+                         flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(area, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+            area.madvise(mmap.MADV_NOHUGEPAGE)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0 = time.perf_counter_ns()
+        for offset in range(0, pages * page, page):
+            area[offset] = 1
+        t1 = time.perf_counter_ns()
+        for offset in range(0, pages * page, page):
+            area[offset] = 2
+        t2 = time.perf_counter_ns()
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt -
+                      before)
+        area.close()
+        costs.append(((t1 - t0) - (t2 - t1)) / pages)
+    return {"ns": round(_median_of(costs), 1), "min_ns": round(min(costs), 1),
+            "faults_per_try": _median_of(faults), "pages_per_try": pages,
+            "method": f"first write to each of {pages} private anonymous 4 KiB "
+                      f"pages (no huge pages) minus a second write to them, "
+                      f"median of {tries}, wall time"}
+
+
+def measure_syscall_counting(calls=100000, tries=5):
+    """ns per system call (getppid) without and with the perf counters the
+    sweep attaches (total and per-call breakdown): what counting adds to
+    every system call of the machine while the counters exist."""
+    def per_call():
+        best = []
+        for _ in range(tries):
+            t0 = time.perf_counter_ns()
+            for _ in range(calls):
+                os.getppid()
+            best.append((time.perf_counter_ns() - t0) / calls)
+        return _median_of(best)
+
+    plain = per_call()
+    counter = procstat.SyscallCounter().attach(os.getpid())
+    try:
+        if counter.method != "perf":
+            return {"plain_ns": round(plain, 1), "counted_ns": None,
+                    "error": counter.error}
+        counted = per_call()
+    finally:
+        counter.close()
+    return {"plain_ns": round(plain, 1), "counted_ns": round(counted, 1),
+            "overhead_ns": round(counted - plain, 1),
+            "method": f"os.getppid() in a Python loop, {calls} calls, median "
+                      f"of {tries}, without and then with the counters "
+                      f"(total and per-call) on this process; the loop's own "
+                      f"cost is in both"}
+
+
+LATENCY_ROWS = ("process_switch", "thread_switch", "fork", "pthread", "epoll")
+
+
+def read_latency_csv(path):
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("id") in LATENCY_ROWS and row.get("median_ns"):
+                rows[row["id"]] = {"event": row["event"],
+                                   "median_ns": float(row["median_ns"]),
+                                   "method": row.get("method", "")}
+    return rows
+
+
+def machine_costs(config, pinning, out_dir, progress):
+    """The costs that decide the process and thread models' figures,
+    measured on the server's CPU: a process switch and a thread switch
+    (chat-latency's figures: from BUILD/latency/latency.csv when the latency
+    target has written it, else a run of chat-latency into the results
+    folder), a minor page fault, and what counting system calls adds to each
+    one. Each part records its error instead of stopping the sweep."""
+    costs = {}
+    saved = os.sched_getaffinity(0)
+    try:
+        if pinning["server"]:
+            os.sched_setaffinity(0, pinning["server"])
+        progress.note("  measuring the machine: page fault, system call")
+        try:
+            costs["page_fault"] = measure_page_fault()
+        except (OSError, ValueError) as error:
+            costs["page_fault"] = {"error": str(error)}
+        if config.syscalls:
+            try:
+                costs["syscall"] = measure_syscall_counting()
+            except OSError as error:
+                costs["syscall"] = {"error": str(error)}
+    finally:
+        os.sched_setaffinity(0, saved)
+
+    existing = os.path.join(config.build_dir, "latency", "latency.csv")
+    tool = os.path.join(config.build_dir, "bin", "chat-latency")
+    latency = {}
+    if os.path.exists(existing):
+        latency = {"source": existing, "date": datetime.datetime.fromtimestamp(
+            os.path.getmtime(existing), datetime.timezone.utc)
+            .isoformat(timespec="seconds"),
+            "note": "the latency target's last run on this machine"}
+        try:
+            latency["rows"] = read_latency_csv(existing)
+        except (OSError, csv.Error) as error:
+            latency["error"] = str(error)
+    elif os.access(tool, os.X_OK):
+        where = os.path.join(out_dir, "latency")
+        quick = config.mode == "quick"
+        argv = [tool, "--quiet", "--out", where] + (["--quick"] if quick
+                                                     else [])
+        progress.note(f"  measuring the machine: {os.path.basename(tool)}"
+                      f"{' --quick' if quick else ''} (switches, fork, "
+                      f"threads) on the server's CPU")
+        latency = {"source": os.path.relpath(os.path.join(where,
+                                                          "latency.csv"),
+                                             out_dir),
+                   "date": datetime.datetime.now(datetime.timezone.utc)
+                   .isoformat(timespec="seconds"),
+                   "note": "run by the sweep" + (" with --quick (fewer "
+                                                 "samples)" if quick else "")}
+        try:
+            os.makedirs(where, exist_ok=True)
+            done = subprocess.run(argv, capture_output=True, text=True,
+                                  timeout=180, stdin=subprocess.DEVNULL,
+                                  preexec_fn=_child_setup(pinning["server"]))
+            if done.returncode != 0:
+                latency["error"] = (f"exit status {done.returncode}: "
+                                    f"{done.stderr.strip()[-300:]}")
+            else:
+                latency["rows"] = read_latency_csv(
+                    os.path.join(where, "latency.csv"))
+        except (OSError, subprocess.SubprocessError, csv.Error) as error:
+            latency["error"] = str(error)
+    else:
+        latency = {"error": f"neither {existing} nor {tool}: build the "
+                            f"latency tool (cmake --build BUILD --target "
+                            f"latency)"}
+    costs["latency_tool"] = latency
+    return costs
 
 
 # ---------------------------------------------------------------------------
@@ -467,9 +668,10 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
         "started": datetime.datetime.now(datetime.timezone.utc)
                    .isoformat(timespec="seconds"),
         "load_average_before": open("/proc/loadavg").read().split()[:3],
-        "samples": {}, "load": None,
+        "samples": {}, "load": None, "min_fanouts": config.min_fanouts,
     }
     server = load = None
+    counting = {"counter": None}  # the system-call counter, once attached
     progress.start(model.name, clients, repeat, config.repeats)
     try:
         server, port, argv = start_server(
@@ -488,6 +690,8 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
                      "-n", str(clients), "-s", str(config.senders),
                      "--window", str(config.window), "-r", f"{rate:g}",
                      "-d", f"{config.duration:g}",
+                     "--min-fanouts", str(config.min_fanouts),
+                     "--max-duration", f"{config.max_window:g}",
                      "--warmup", f"{config.warmup:g}",
                      "--message-bytes", str(config.message_bytes),
                      "--connect-timeout", f"{timeout:g}",
@@ -501,7 +705,7 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
                 stderr=log, start_new_session=True,
                 preexec_fn=_child_setup(pinning["load"]))
         record["load"] = drive_load(load, server, config, timeout, record,
-                                    progress)
+                                    progress, counting)
         if record["load"] is None:
             raise RunError(f"chat-load ended without a result (status "
                            f"{load.wait()}): {_tail(load_log)}")
@@ -511,6 +715,12 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
                 f"{e['kind']} ({e['count']}x): {e['first']}" for e in errors)
                 or "chat-load reported a failed check")
         record["status"] = "ok"
+        stalled = report.window_verdict(record["load"].get("throughput"),
+                                        config.min_fanouts)
+        if stalled:
+            # Not a failed check: a window with too little in it, reported
+            # as stalled with what was seen, never as a rate.
+            record["throughput_stalled"] = stalled
     except RunError as error:
         record["error"] = str(error)
     except (OSError, ValueError) as error:
@@ -522,6 +732,8 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
         record["status"] = "interrupted"
         raise
     finally:
+        if counting["counter"] is not None:
+            counting["counter"].close()
         if server is not None:
             progress.phase("stopping server")
             exited = server.poll()
@@ -558,15 +770,18 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
     return record
 
 
-def drive_load(load, server, config, connect_deadline_s, record, progress):
+def drive_load(load, server, config, connect_deadline_s, record, progress,
+               counting):
     """Reads chat-load's control lines: shows its progress, samples the
-    server at each mark, answers "go". Returns chat-load's JSON result."""
+    server at each mark, answers "go". Returns chat-load's JSON result.
+    Once the clients are connected and memory is read, it attaches the
+    system-call counter (counting["counter"]) to the server's tree."""
     fd = load.stdout.fileno()
     pending = b""
     phase = detail = "connect"
     deadline = time.monotonic() + connect_deadline_s + MARK_MARGIN
-    per_phase = (config.warmup + config.duration + config.drain +
-                 MARK_MARGIN)
+    per_phase = (config.warmup + max(config.duration, config.max_window) +
+                 config.drain + MARK_MARGIN)
     while True:
         now = time.monotonic()
         if now > deadline:
@@ -603,7 +818,21 @@ def drive_load(load, server, config, connect_deadline_s, record, progress):
                         procstat.memory_sample(server.pid)
                     time.sleep(IDLE_SETTLE_S)
                     sample["memory"] = procstat.memory_sample(server.pid)
+                    if config.syscalls:
+                        # After memory: the counters cost kernel memory.
+                        progress.phase("attaching system-call counters",
+                                       force=True)
+                        counter = procstat.SyscallCounter().attach(server.pid)
+                        counting["counter"] = counter
+                        record["syscall_counting"] = {
+                            "method": counter.method, "error": counter.error,
+                            "tasks": counter.tasks,
+                            "counters": len(counter.fds),
+                            "by_call": counter.method == "perf" and
+                            len(counter.fds) > counter.tasks}
                 sample["cpu"] = procstat.cpu_sample(server.pid)
+                if counting["counter"] is not None:
+                    sample["syscalls"] = counting["counter"].read(server.pid)
                 record["samples"][name] = sample
                 load.stdin.write(b"go\n")
                 load.stdin.flush()
@@ -640,9 +869,27 @@ def parse_arguments():
                         metavar="NAME=COMMAND",
                         help="also run this server (same command line as "
                              "the chat-* binaries), as model NAME")
-    parser.add_argument("--clients", help="comma list of N")
-    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--clients", help="comma list of N (default: "
+                        "10,100,1000 quick; 10,...,10000 full)")
+    parser.add_argument("--repeats", type=int,
+                        help="runs per model and N (default 1 quick, 3 full)")
     parser.add_argument("--duration", type=float, help="seconds per window")
+    parser.add_argument("--max-window", type=float,
+                        help="throughput: how long a window may go on to "
+                             "hold enough to measure, seconds (default 5 "
+                             "quick, 30 full); one that cannot is reported "
+                             "as stalled")
+    parser.add_argument("--min-fanouts", type=int, default=report.MIN_FANOUTS,
+                        help="throughput: messages a window must hold "
+                             "(default %(default)s)")
+    parser.add_argument("--no-syscalls", dest="syscalls",
+                        action="store_false",
+                        help="do not count system calls (perf counters cost a "
+                             "little on every system call while attached)")
+    parser.add_argument("--no-calibrate", dest="calibrate",
+                        action="store_false",
+                        help="do not measure the machine's switch, page-fault "
+                             "and system-call costs")
     parser.add_argument("--warmup", type=float, help="seconds before each")
     parser.add_argument("--drain", type=float,
                         help="deadline for the last deliveries, seconds")
@@ -680,7 +927,7 @@ def parse_arguments():
     defaults = MODES[config.mode]
     config.clients = ([int(n.replace("_", "")) for n in config.clients.split(",")]
                       if config.clients else defaults["clients"])
-    for key in ("repeats", "duration", "warmup", "drain"):
+    for key in ("repeats", "duration", "warmup", "drain", "max_window"):
         if getattr(config, key) is None:
             setattr(config, key, defaults[key])
     config.connect_base = defaults["connect_base"]
@@ -735,6 +982,13 @@ def extend_results(out_dir, new, models, progress):
         "clients": new["config"]["clients"],
         "continued_interrupted_sweep": old.get("interrupted", False)})
     old["interrupted"] = False
+    for key in ("costs", "syscall_counting"):
+        if key in new["machine"]:
+            # The newest measurement of the machine; the earlier one is kept
+            # with the appended runs' record.
+            if key in old["machine"]:
+                old["appended"][-1]["earlier_" + key] = old["machine"][key]
+            old["machine"][key] = new["machine"][key]
     old["limit_notes"] = sorted(set(old.get("limit_notes", []) +
                                     new["limit_notes"]))
     progress.note(f"  appending to {os.path.relpath(path)}: keeping "
@@ -782,6 +1036,11 @@ def main():
     limit_notes = raise_limits(max(config.clients))
     machine = describe_machine(config.build_dir, pinning["note"],
                                usable_cpus)
+    why_not = procstat.perf_unavailable() if config.syscalls else None
+    machine["syscall_counting"] = (
+        "off (--no-syscalls)" if not config.syscalls else
+        f"/proc/PID/io's read- and write-class calls only: perf cannot "
+        f"count here ({why_not})" if why_not else "perf")
 
     total = len(models) * len(config.clients) * config.repeats
     progress = Progress(total)
@@ -792,13 +1051,16 @@ def main():
                   f"{' '.join(machine['load_average'])}")
     for note in limit_notes:
         progress.note("  limits: " + note)
+    if config.calibrate:
+        machine["costs"] = machine_costs(config, pinning, out_dir, progress)
 
     results = {
         "machine": machine, "limit_notes": limit_notes,
         "config": {k: v for k, v in vars(config).items()
                    if isinstance(v, (int, float, str, list, bool))
                    and k not in ("build_dir", "chat_load", "out")},
-        "models": [{"name": m.name, "source": m.source} for m in models],
+        "models": [{"name": m.name, "source": m.source,
+                    "heap_policy": heap_policy(m)} for m in models],
         "runs": [], "interrupted": False,
     }
     results["config"]["latency_rates"] = {
