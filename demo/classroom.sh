@@ -21,6 +21,11 @@
 # the live stats of the server's processes/threads, memory and CPU, the
 # server's log, and the bots' log. Leaving the session (Ctrl-b d), or Ctrl-C
 # here, stops the server and the bots. Nothing is left running.
+#
+# What it uses is installed when missing (scripts/packages.sh; as root or
+# with sudo; CHAT_NO_INSTALL=1 only says what to install): python3, tmux,
+# and telnet if it can be had. Without telnet it joins the room with nc,
+# and without nc with demo/chat_client.py (Python only).
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -64,13 +69,21 @@ esac
 for number in "$bots" "$port" "$duration"; do
   [[ "$number" =~ ^[0-9]+$ ]] || { echo "classroom: not a number: $number" >&2; exit 2; }
 done
-if [ "$use_tmux" = 1 ] && ! command -v tmux >/dev/null; then
-  echo "classroom: tmux is not installed (apt-get install tmux), or use --no-tmux" >&2
+# What the demo uses: installed when missing (telnet is optional: nc or our
+# own client stand in for it).
+. "$repo/scripts/packages.sh"
+wanted=(python3)
+[ "$use_tmux" = 1 ] && wanted+=(tmux)
+if ! need_commands "${wanted[@]}" -- telnet; then
+  echo "classroom: cannot run without ${wanted[*]}" \
+    "$([ "$use_tmux" = 1 ] && echo "(or use --no-tmux)")" >&2
   exit 1
 fi
 
 server_bin="$build_dir/bin/chat-$model"
 if [ ! -x "$server_bin" ]; then
+  need_commands cmake:cmake cc:build-essential pkg-config:pkg-config || exit 1
+  need_packages libevent-dev || exit 1
   echo "classroom: building chat-$model in $build_dir"
   cmake -S "$repo" -B "$build_dir" >/dev/null
   cmake --build "$build_dir" --target "chat-$model" -j"$(nproc)" >/dev/null
@@ -130,10 +143,13 @@ python3 "$demo_dir/bots.py" --port "$port" --bots "$bots" --rate "$rate" \
   --wave "$wave" >"$work/bots.log" 2>&1 &
 bots_pid=$!
 
+# The client of the room pane: telnet, else nc, else our own.
 if command -v telnet >/dev/null; then
   client="telnet 127.0.0.1 $port"
-else
+elif command -v nc >/dev/null; then
   client="nc 127.0.0.1 $port"
+else
+  client="python3 '$demo_dir/chat_client.py' 127.0.0.1 $port"
 fi
 
 if [ "$use_tmux" = 0 ]; then

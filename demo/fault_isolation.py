@@ -136,6 +136,11 @@ def process_holding(pids, inode):
     return None
 
 
+def count(n, one, many=None):
+    """'1 thread', '2 threads', '0 children'."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def threads(pid):
     try:
         return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
@@ -218,7 +223,8 @@ def demo(model, binary, log_dir):
             victim = process_holding(children(server.pid), inode)
             if not victim:
                 raise RuntimeError("cannot find carol's child process")
-            say(f"  server: 1 parent + {len(children(server.pid))} children;"
+            say(f"  server: 1 parent + "
+                f"{count(len(children(server.pid)), 'child', 'children')};"
                 f" carol's child is pid {victim} (it holds socket inode "
                 f"{inode})")
             say(f"  $ kill -SEGV {victim}      # carol's process crashes")
@@ -257,8 +263,9 @@ def demo(model, binary, log_dir):
         if gone:
             say(f"  server: {gone}")
         else:
-            say(f"  server: alive, {len(children(server.pid))} children, "
-                f"{len(threads(server.pid))} threads")
+            say(f"  server: alive, "
+                f"{count(len(children(server.pid)), 'child', 'children')}, "
+                f"{count(len(threads(server.pid)), 'thread')}")
         say(f"  alice says 'still here?': "
             f"{'bob hears it' if talk_ok else 'nobody hears it'}")
         if model == "forking":

@@ -17,8 +17,12 @@ while [ $# -gt 0 ]; do
     *) args+=("$1"); shift ;;
   esac
 done
+. "$repo/scripts/packages.sh"
+need_commands python3 || exit 1
 for model in forking threaded; do
   if [ ! -x "$build_dir/bin/chat-$model" ]; then
+    need_commands cmake:cmake cc:build-essential pkg-config:pkg-config || exit 1
+    need_packages libevent-dev || exit 1
     echo "fault_isolation: building chat-$model in $build_dir"
     cmake -S "$repo" -B "$build_dir" >/dev/null
     cmake --build "$build_dir" --target "chat-$model" -j"$(nproc)" >/dev/null

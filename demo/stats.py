@@ -143,6 +143,7 @@ class Watcher:
         self.pss_every = 1  # grows when reading PSS gets slow
         self.pss_last = None
         self.rounds = 0
+        self.base = None  # (PSS, connections) at the first PSS reading
 
     def sample(self):
         top = stat_fields(self.pid)
@@ -207,14 +208,26 @@ class Watcher:
             say(f"connections {s['connections']:>6}   (established on the port, "
                 "accepted or still queued)")
         say("")
+        # Two figures per connection, which differ: all the memory over the
+        # connections (the server's fixed cost included: large while few
+        # are connected), and the growth per connection since this view
+        # started, which is what the benchmark reports (bench/README.md).
+        pss, conns = s["pss"], s["connections"]
+        if self.base is None and pss is not None and conns is not None:
+            self.base = (pss, conns)
         per = ""
-        workers = s["threads"] - 1  # a process or thread per client
-        if s["pss"] is not None and workers > 0:
-            per = f"   ~ {size(s['pss'] / workers)} per worker task"
-        elif s["pss"] is not None and s["connections"]:
-            per = (f"   ~ {size(s['pss'] / s['connections'])} per "
-                   "connection")
-        say(f"memory  PSS {size(s['pss']):>10}{per}")
+        if pss is not None and conns:
+            per = f"   {size(pss / conns)}/connection = total / connections"
+        say(f"memory  PSS {size(pss):>10}{per}")
+        if self.base is not None and pss is not None and conns is not None:
+            grown, more = pss - self.base[0], conns - self.base[1]
+            if abs(more) >= 10:
+                say(f"        growth {size(grown)} for {more:+d} connections"
+                    f" = {size(grown / more)}/connection")
+            else:
+                say("        growth per connection: once 10 more connect")
+            say("        (the benchmark's figure is the growth per "
+                "connection)")
         say(f"        RSS {size(s['rss']):>10}   (sum: shared pages counted "
             "once per process)")
         k0, k1 = self.kernel_start, s["kernel"]

@@ -16,6 +16,17 @@ need_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
 
+  if [ -n "${CHAT_NO_INSTALL:-}" ] || ! command -v apt-get >/dev/null; then
+    # Not ours to install: say exactly what is missing and how to get it.
+    local need=()
+    for package in "${missing[@]}"; do
+      printf '%s\n' "${required[@]}" | grep -qx "$package" && need+=("$package")
+    done
+    echo "missing: ${missing[*]} (install with: sudo apt-get install ${missing[*]})" >&2
+    [ ${#need[@]} -eq 0 ]
+    return
+  fi
+
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || { echo "need root or sudo to install: ${missing[*]}" >&2; return 1; }
@@ -37,6 +48,31 @@ need_packages() {
       fi
     done
   fi
+}
+
+# need_commands COMMAND[:PACKAGE]... [-- OPTIONAL...]: like need_packages,
+# for commands: installs the package of each command that is not on PATH
+# (PACKAGE defaults to the command's name). Where apt-get is missing or
+# CHAT_NO_INSTALL is set, it only says what to install. Returns 1 when a
+# required command is still missing afterwards.
+need_commands() {
+  local args=() item command package into=required missing_required=()
+  for item in "$@"; do
+    if [ "$item" = "--" ]; then args+=("--"); into=optional; continue; fi
+    command=${item%%:*}
+    package=${item#*:}
+    command -v "$command" >/dev/null && continue
+    args+=("$package")
+    [ "$into" = required ] && missing_required+=("$command")
+  done
+  [ ${#args[@]} -eq 0 ] || [ "${args[*]}" = "--" ] && return 0
+  need_packages "${args[@]}" || true
+  for command in "${missing_required[@]}"; do
+    if ! command -v "$command" >/dev/null; then
+      echo "missing command: $command" >&2
+      return 1
+    fi
+  done
 }
 
 # What building the servers needs.
