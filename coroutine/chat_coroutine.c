@@ -1,0 +1,655 @@
+/* chat-coroutine: the chat server as coroutines on a hand-written event
+ * loop.
+ *
+ * The model: one thread, one loop (loop.h: epoll and timers, no library),
+ * and a coroutine per connection (coro.h: a stack of its own, switched by
+ * hand). Each connection's session is one function, serve_client(), read
+ * from top to bottom like chat-threaded's: greet, read lines and carry out
+ * each step, depart, say the last lines, close. Where a thread would block,
+ * the coroutine calls co_read() or co_write() (task.h): they try the system
+ * call, and when the socket is not ready they register interest with the
+ * loop and yield; the loop resumes the coroutine when the socket is ready
+ * or its deadline passes. That is the talk's Task and Future. The room is a
+ * plain data structure: one thread touches it, so it needs no lock, and a
+ * coroutine is never suspended in the middle of a step (carrying one out
+ * never waits), so no other session sees the room half changed.
+ *
+ * Writing: a line for a client is appended to its output buffer, nothing
+ * more: a broadcast never waits for a slow reader. Before the loop sleeps,
+ * every client given output in that turn gets one send() for all of it
+ * (write_pending); only when the socket does not take everything does the
+ * loop also wait for it to have room. --max-backlog bytes waiting for one
+ * client drop it. Once a client is closing, its own coroutine writes its
+ * last lines with co_write().
+ *
+ * Its cost: a connection is a small struct, a slot in the room, and a
+ * stack: CORO_STACK_SIZE bytes of address space, of which an idle
+ * connection keeps one page (README.md measures it). A context switch is a
+ * handful of instructions: no kernel, no scheduler.
+ *
+ * Where it breaks: like chat-evented, it uses one core, and one slow step
+ * delays everyone. Each stack is a fixed size chosen by measurement: a call
+ * deeper than it dies on the guard page (a clean SIGSEGV, never silent
+ * corruption). Each stack is two memory mappings: vm.max_map_count (65,530
+ * by default) caps the connections near 30,000. And a coroutine must never
+ * block the thread: a blocking call would stop every session at once. */
+#include "byte_buffer.h"
+#include "clock.h"
+#include "heap.h"
+#include "line_framer.h"
+#include "listener.h"
+#include "log.h"
+#include "loop.h"
+#include "options.h"
+#include "policy.h"
+#include "refuse.h"
+#include "room.h"
+#include "session.h"
+#include "startup.h"
+#include "step.h"
+#include "task.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Each coroutine's stack. The session's deepest call reaches about
+ * CORO_STACK_MEASURED bytes below the top (README.md: how it was measured,
+ * plain and under AddressSanitizer); the rest is margin, which costs
+ * address space only. The ASan build sets a larger one. */
+#ifndef CORO_STACK_SIZE
+#define CORO_STACK_SIZE (64 * 1024)
+#endif
+
+enum client_state {
+  CLIENT_OPEN,    /* reading, and hearing the room */
+  CLIENT_CLOSING, /* hears no more room lines; says its last ones, closes */
+  CLIENT_DROPPED, /* closed at once: too slow, reset, or out of time */
+};
+
+struct client {
+  int fd;
+  struct task *task;              /* its coroutine, running serve_client */
+  struct client *previous, *next; /* every client */
+  struct client *next_pending;    /* given output this turn */
+  struct byte_buffer output;      /* what its socket has not taken yet */
+  size_t sent;                    /* bytes of `output` already sent */
+  long long login_deadline;       /* monotonic ms; 0 once registered */
+  struct line_framer framer;
+  struct session session;
+  struct peer_address peer;
+  int member;           /* index in the room while registered */
+  unsigned char state;  /* enum client_state */
+  unsigned char cause;  /* enum departure_cause, once not open */
+  bool pending;         /* on server.pending */
+  bool watching_output; /* the loop waits for its socket to take more */
+  bool ran;             /* ran since its stack was last trimmed */
+};
+
+static struct server {
+  struct chat_options options;
+  struct loop *loop;
+  int listener;
+  int signals; /* SIGINT, SIGTERM and SIGHUP, read as a descriptor */
+  struct task *acceptor;
+  struct room *room;
+  struct session_context session;
+  struct client *first, *last; /* every client */
+  struct client *pending;      /* clients given output this turn */
+  size_t connections;
+  struct loop_timer heap_timer;        /* gives memory back once quiet */
+  struct loop_timer shutdown_deadline; /* cuts the goodbyes short */
+  bool accept_paused;  /* the acceptor sleeps for want of descriptors */
+  bool accept_stalled; /* short of descriptors since the accept queue was
+                          last found empty: one shortage, logged once */
+  bool shutting_down;
+  /* The chunk every coroutine reads into. One is enough: a coroutine uses
+   * it from co_read()'s return to the end of line_framer_push(), and
+   * carrying out a step never waits, so no other coroutine runs between. */
+  char input[READ_CHUNK];
+} server = {.listener = -1, .signals = -1};
+
+static void carry_out(struct client *client, struct session_step step);
+static void read_input(struct client *client);
+static void depart(struct client *client, enum departure_cause cause);
+static void say_last_lines(struct client *client, long long deadline);
+static void client_close(struct client *client);
+
+/* ---- The session: one coroutine per connection ------------------------ */
+
+/* A client's whole session, top to bottom. Each co_read() inside may
+ * suspend it; the loop resumes it when its socket has input, its login
+ * deadline passes, or it is stopped from outside (dropped for being slow,
+ * or the server shutting down). */
+static void serve_client(void *arg) {
+  struct client *client = arg;
+  carry_out(client, session_start(&client->session, &server.session));
+  while (client->state == CLIENT_OPEN)
+    read_input(client);
+  /* No longer open; client->cause was set once, when it stopped. */
+  if (client->cause != DEPARTURE_SHUTDOWN) /* at shutdown nobody is told */
+    depart(client, client->cause);
+  if (client->state == CLIENT_CLOSING) {
+    long long deadline =
+        client->cause == DEPARTURE_SHUTDOWN
+            ? server.shutdown_deadline.when
+            : loop_now(server.loop) + FLUSH_TIMEOUT_MILLISECONDS;
+    say_last_lines(client, deadline);
+  }
+  client_close(client);
+}
+
+/* ---- Stopping a client ------------------------------------------------ */
+
+/* A client stops being open once, for the first cause found; dropping it
+ * also cuts short a closing client's last lines. Its coroutine, if another
+ * one stops it, is woken to go on with the end of its session. */
+static void stop_client(struct client *client, enum client_state state,
+                        enum departure_cause cause) {
+  bool was_open = client->state == CLIENT_OPEN;
+  if (was_open)
+    client->cause = (unsigned char)cause;
+  if (!was_open && state != CLIENT_DROPPED)
+    return;
+  client->state = (unsigned char)state;
+  if (task_current() != client->task)
+    task_wake(client->task);
+}
+
+/* ---- Reading ------------------------------------------------------- */
+
+static bool on_frame(void *context, const struct frame *frame) {
+  struct client *client = context;
+  carry_out(client, session_on_frame(&client->session, &server.session, frame));
+  return client->state == CLIENT_OPEN;
+}
+
+static void on_login_timeout(struct client *client) {
+  stop_client(client, CLIENT_CLOSING, DEPARTURE_TIMEOUT);
+  carry_out(client, session_timed_out(&client->session));
+}
+
+/* Waits for input (until the login deadline while the client has no name),
+ * and carries out every line in it. */
+static void read_input(struct client *client) {
+  ssize_t got = co_read(
+      client->fd, server.input, sizeof server.input,
+      session_is_registered(&client->session) ? 0 : client->login_deadline);
+  client->ran = true;
+  if (got > 0) {
+    if (line_framer_push(&client->framer, server.input, (size_t)got, on_frame,
+                         client) == FRAMER_NO_MEMORY)
+      stop_client(client, CLIENT_DROPPED, DEPARTURE_ERROR);
+  } else if (got == 0) {
+    /* End of input, maybe only a half-close: every complete line was
+     * already handled; answer what is pending, then close. */
+    stop_client(client, CLIENT_CLOSING, DEPARTURE_CLOSED);
+  } else if (errno == ETIMEDOUT) {
+    on_login_timeout(client);
+  } else if (errno != ECANCELED) { /* woken: stopped from outside */
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_CLOSED); /* reset */
+  }
+}
+
+/* ---- Output: queued, written once per loop turn ----------------------- */
+
+static void watch_output(struct client *client, bool on);
+
+/* Sends what is queued for one client, as far as its socket takes it now.
+ * What it does not take waits for the loop to say it has room. */
+static void write_output(struct client *client) {
+  size_t left = client->output.length - client->sent;
+  if (left > 0) {
+    ssize_t sent = send(client->fd, client->output.bytes + client->sent, left,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      stop_client(client, CLIENT_DROPPED, DEPARTURE_CLOSED); /* reset */
+      return;
+    }
+    if (sent > 0)
+      client->sent += (size_t)sent;
+  }
+  if (client->sent < client->output.length) {
+    watch_output(client, true);
+    return;
+  }
+  byte_buffer_release(&client->output); /* an idle client holds none */
+  client->sent = 0;
+  watch_output(client, false);
+}
+
+static void on_writable(struct loop *loop, int fd, void *data, int ready) {
+  (void)loop;
+  (void)fd;
+  (void)ready;
+  write_output(data);
+}
+
+static void watch_output(struct client *client, bool on) {
+  if (on == client->watching_output)
+    return;
+  if (on && !loop_watch(server.loop, client->fd, LOOP_WRITABLE, on_writable,
+                        client)) {
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_ERROR);
+    return;
+  }
+  if (!on)
+    loop_unwatch(server.loop, client->fd, LOOP_WRITABLE);
+  client->watching_output = on;
+}
+
+/* The loop's before-sleep hook: every client given output this turn gets
+ * one send for all of it. */
+static void write_pending(struct loop *loop, void *data) {
+  (void)loop;
+  (void)data;
+  while (server.pending) {
+    struct client *client = server.pending;
+    server.pending = client->next_pending;
+    client->pending = false;
+    if (client->state != CLIENT_DROPPED)
+      write_output(client);
+  }
+}
+
+static void on_heap_timer(struct loop *loop, struct loop_timer *timer);
+
+/* Queues bytes for one client, unless that would leave more than
+ * --max-backlog bytes waiting for it: then it is dropped instead, and
+ * nobody waits for it. */
+static void queue_output(struct client *client, const char *bytes,
+                         size_t length) {
+  if (length == 0 || client->state == CLIENT_DROPPED)
+    return;
+  if (client->output.length - client->sent + length >
+      server.options.max_backlog) {
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_SLOW);
+    return;
+  }
+  if (client->sent > 0 && client->sent >= client->output.length / 2) {
+    byte_buffer_consume(&client->output, client->sent); /* amortised */
+    client->sent = 0;
+  }
+  if (!byte_buffer_append(&client->output, bytes, length)) {
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_ERROR);
+    return;
+  }
+  if (!client->pending && !client->watching_output) {
+    client->pending = true;
+    client->next_pending = server.pending;
+    server.pending = client;
+  }
+  heap_note_busy();
+  if (!loop_timer_pending(&server.heap_timer))
+    loop_timer_start(server.loop, &server.heap_timer,
+                     loop_now(server.loop) + heap_wait(-1), on_heap_timer,
+                     NULL);
+}
+
+/* Once the process has been quiet for a second, freed heap goes back
+ * (heap.h), and so do the stack pages a coroutine touched below the frames
+ * it waits in: a session that went deep once keeps one page when idle. */
+static void on_heap_timer(struct loop *loop, struct loop_timer *timer) {
+  int wait = heap_wait(-1);
+  if (wait >= 0) {
+    loop_timer_start(loop, timer, loop_now(loop) + wait, on_heap_timer, NULL);
+    return;
+  }
+  for (struct client *client = server.first; client; client = client->next) {
+    if (client->ran && client->state == CLIENT_OPEN) {
+      task_release_unused_stack(client->task);
+      client->ran = false;
+    }
+  }
+}
+
+/* ---- The session's steps: common/step.h, over this model's hooks ------- */
+
+static void send_to_client(void *client, const char *bytes, size_t length) {
+  queue_output(client, bytes, length);
+}
+
+static const char *join_room(void *client, struct chat_text name) {
+  struct client *joining = client;
+  const char *stored = NULL;
+  int member = room_join(server.room, name, (uintptr_t)joining, &stored);
+  if (member < 0)
+    return NULL;
+  joining->member = member;
+  return stored;
+}
+
+static void leave_room(void *client) {
+  struct client *leaving = client;
+  room_leave(server.room, leaving->member);
+  leaving->member = -1;
+}
+
+/* The room's delivery interface: a room line, formatted once, copied into
+ * each open member's output. */
+static void deliver(void *context, uintptr_t owner, struct chat_text line) {
+  (void)context;
+  struct client *client = (struct client *)owner;
+  if (client->state == CLIENT_OPEN)
+    queue_output(client, line.bytes, line.length);
+}
+
+static void say_to_room(void *client, struct chat_text line) {
+  (void)client;
+  room_broadcast(server.room, line, deliver, NULL);
+}
+
+static const struct room *room_members(void *client) {
+  (void)client;
+  return server.room;
+}
+
+static void log_registration(void *client) {
+  struct client *registered = client;
+  log_registered(&registered->peer, registered->session.name,
+                 registered->session.name_length);
+}
+
+static void close_session(void *client) {
+  stop_client(client, CLIENT_CLOSING, DEPARTURE_QUIT);
+}
+
+/* One thread, so no lock and nothing to do after one. */
+static const struct step_model coroutine_model = {
+    .send = send_to_client,
+    .join = join_room,
+    .leave = leave_room,
+    .say = say_to_room,
+    .members = room_members,
+    .registered = log_registration,
+    .close = close_session,
+};
+
+static void carry_out(struct client *client, struct session_step step) {
+  step_carry_out(&coroutine_model, client, &client->session, &server.session,
+                 step);
+}
+
+/* A registered user leaves the room: everyone else is told, once. */
+static void depart(struct client *client, enum departure_cause cause) {
+  log_departed(&client->peer, client->session.name, client->session.name_length,
+               cause);
+  carry_out(client, session_end(&client->session, &server.session));
+}
+
+/* ---- Closing ------------------------------------------------------- */
+
+/* The coroutine writes its own last lines, waiting for the socket as long
+ * as the deadline allows; a drop (shutdown's deadline) cuts them short. The
+ * loop writes nothing more for it. */
+static void say_last_lines(struct client *client, long long deadline) {
+  watch_output(client, false);
+  while (client->state == CLIENT_CLOSING &&
+         client->sent < client->output.length) {
+    ssize_t sent = co_write(client->fd, client->output.bytes + client->sent,
+                            client->output.length - client->sent, deadline);
+    if (sent <= 0)
+      return;
+    client->sent += (size_t)sent;
+  }
+}
+
+static void list_remove(struct client *client) {
+  if (client->previous)
+    client->previous->next = client->next;
+  else
+    server.first = client->next;
+  if (client->next)
+    client->next->previous = client->previous;
+  else
+    server.last = client->previous;
+}
+
+/* The coroutine's last act: the client leaves every list, its socket is
+ * closed (and a descriptor is free again for accepting), its memory freed.
+ * The task itself is freed by the loop once this function returns. */
+static void client_close(struct client *client) {
+  if (client->member >= 0) /* at shutdown: silently */
+    room_leave(server.room, client->member);
+  if (client->pending) { /* rare: unlink it from this turn's writes */
+    struct client **link = &server.pending;
+    while (*link != client)
+      link = &(*link)->next_pending;
+    *link = client->next_pending;
+  }
+  list_remove(client);
+  co_close(client->fd);
+  line_framer_release(&client->framer);
+  byte_buffer_release(&client->output);
+  free(client);
+  server.connections--;
+  heap_note_busy();
+  if (server.accept_paused)
+    task_wake(server.acceptor);
+  if (server.shutting_down && server.connections == 0 && !server.acceptor)
+    loop_stop(server.loop);
+}
+
+/* ---- Accepting: one more coroutine ------------------------------------ */
+
+static void on_accept(int fd, const struct sockaddr *address) {
+  struct peer_address peer = peer_address_from(address);
+  if (server.connections >= server.options.max_clients) {
+    refuse_full(fd, &peer);
+    return;
+  }
+  struct client *client = calloc(1, sizeof *client);
+  struct task *task =
+      client ? task_spawn(server.loop, serve_client, client, CORO_STACK_SIZE)
+             : NULL;
+  if (!task) {
+    log_refused(&peer, "out of memory");
+    free(client);
+    close(fd);
+    return;
+  }
+  listener_send_at_once(fd);
+  client->fd = fd;
+  client->task = task;
+  client->peer = peer;
+  client->member = -1;
+  line_framer_init(&client->framer, server.options.max_line);
+  if (server.options.login_timeout > 0)
+    client->login_deadline =
+        loop_now(server.loop) + server.options.login_timeout * 1000LL;
+  client->previous = server.last;
+  if (server.last)
+    server.last->next = client;
+  else
+    server.first = client;
+  server.last = client;
+  server.connections++;
+  heap_note_busy();
+  log_accepted(&peer);
+}
+
+/* Out of descriptors (or memory), the listener stays ready and accepting
+ * again would spin: pause until a client closes or a moment has passed.
+ * The log says so once per shortage, not at every retry. */
+static void pause_accepting(int error) {
+  if (!server.accept_stalled)
+    log_line("accept paused: %s", strerror(error));
+  server.accept_stalled = true;
+  server.accept_paused = true;
+  co_sleep(loop_now(server.loop) + ACCEPT_RETRY_MILLISECONDS);
+  server.accept_paused = false;
+}
+
+/* The acceptor's coroutine: accept until shutdown, a batch at a time. */
+static void accept_clients(void *arg) {
+  (void)arg;
+  int in_a_row = 0;
+  while (!server.shutting_down) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    int fd = accept4(server.listener, (struct sockaddr *)&address, &length,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      on_accept(fd, (struct sockaddr *)&address);
+      if (++in_a_row == ACCEPT_BATCH) { /* the others' turn */
+        in_a_row = 0;
+        co_sleep(loop_now(server.loop));
+      }
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (server.accept_stalled) { /* everyone waiting got in */
+        server.accept_stalled = false;
+        log_line("accept resumed");
+      }
+      in_a_row = 0;
+      co_wait(server.listener, LOOP_READABLE, 0);
+    } else if (accept_error_is_exhaustion(errno)) {
+      pause_accepting(errno);
+    } else if (!accept_error_is_transient(errno)) {
+      log_line("accept failed: %s", strerror(errno));
+    }
+  }
+  co_close(server.listener);
+  server.listener = -1;
+  server.acceptor = NULL;
+  if (server.connections == 0)
+    loop_stop(server.loop);
+}
+
+/* ---- Shutdown ------------------------------------------------------- */
+
+/* The goodbyes' time is up: whoever has not taken theirs is closed now. */
+static void on_shutdown_deadline(struct loop *loop, struct loop_timer *timer) {
+  (void)loop;
+  (void)timer;
+  for (struct client *client = server.first; client; client = client->next)
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_SHUTDOWN);
+}
+
+/* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every client and let
+ * each coroutine say it and close; the loop ends with the last of them. */
+static void on_signal(struct loop *loop, int fd, void *data, int ready) {
+  (void)data;
+  (void)ready;
+  struct signalfd_siginfo received;
+  if (read(fd, &received, sizeof received) != sizeof received ||
+      server.shutting_down)
+    return;
+  server.shutting_down = true;
+  log_shutting_down((int)received.ssi_signo, server.connections);
+  loop_unwatch(loop, fd, LOOP_READABLE);
+  loop_timer_start(loop, &server.shutdown_deadline,
+                   loop_now(loop) + SHUTDOWN_GRACE_MILLISECONDS,
+                   on_shutdown_deadline, NULL);
+  if (server.acceptor)
+    task_wake(server.acceptor);
+  for (struct client *client = server.first; client; client = client->next) {
+    if (client->state == CLIENT_OPEN) {
+      stop_client(client, CLIENT_CLOSING, DEPARTURE_SHUTDOWN);
+      carry_out(client, session_shutdown(&client->session));
+    }
+  }
+}
+
+/* ---- Setup, loop, teardown -------------------------------------------- */
+
+static bool set_up_signals(void) {
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGHUP);
+  if (sigprocmask(SIG_BLOCK, &stop, NULL) < 0)
+    return false;
+  server.signals = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
+  return server.signals >= 0 && loop_watch(server.loop, server.signals,
+                                           LOOP_READABLE, on_signal, NULL);
+}
+
+/* The loop's table has a slot for every descriptor the process may open. */
+static int descriptor_limit(void) {
+  struct rlimit files;
+  if (getrlimit(RLIMIT_NOFILE, &files) < 0 || files.rlim_cur > 1 << 24)
+    return 1 << 24;
+  return (int)files.rlim_cur;
+}
+
+static void free_everything(void) {
+  while (server.first) { /* only after an early stop: none is left */
+    struct client *client = server.first;
+    list_remove(client);
+    close(client->fd);
+    line_framer_release(&client->framer);
+    byte_buffer_release(&client->output);
+    free(client);
+  }
+  if (server.listener >= 0)
+    close(server.listener);
+  if (server.signals >= 0)
+    close(server.signals);
+  loop_destroy(server.loop);
+  free(server.room);
+  free(server.session.scratch);
+}
+
+int main(int argc, char *argv[]) {
+  unsigned port;
+  int status;
+  server.listener = startup_listen(&server.options, argc, argv, &port, &status);
+  if (server.listener < 0)
+    return status;
+  /* Nobody's business but a debugger's: they must not end the server. */
+  signal(SIGUSR1, SIG_IGN);
+  signal(SIGUSR2, SIG_IGN);
+  size_t scratch_size = session_scratch_size(server.options.max_line);
+  server.session = (struct session_context){
+      .room_name = server.options.room_name,
+      .max_line = server.options.max_line,
+      .scratch = malloc(scratch_size),
+      .scratch_size = scratch_size,
+  };
+  void *room_memory = calloc(1, room_size(server.options.max_clients));
+  server.room =
+      room_memory ? room_init(room_memory, server.options.max_clients) : NULL;
+  server.loop = loop_create(descriptor_limit());
+  if (!server.session.scratch || !server.room || !server.loop) {
+    fprintf(stderr, "chat-coroutine: cannot set up: out of memory\n");
+    free_everything();
+    return 1;
+  }
+  if (!set_up_signals()) {
+    fprintf(stderr, "chat-coroutine: cannot set up signals: %s\n",
+            strerror(errno));
+    free_everything();
+    return 1;
+  }
+  server.acceptor =
+      task_spawn(server.loop, accept_clients, NULL, CORO_STACK_SIZE);
+  if (!server.acceptor) {
+    fprintf(stderr, "chat-coroutine: cannot start the acceptor: %s\n",
+            strerror(errno));
+    free_everything();
+    return 1;
+  }
+  loop_set_before_sleep(server.loop, write_pending, NULL);
+
+  options_print_startup(&server.options, port, stdout);
+  log_line("%s running on port %u: chat-coroutine, epoll by hand, %zu KiB "
+           "stacks",
+           server.options.room_name, port, (size_t)CORO_STACK_SIZE / 1024);
+
+  loop_run(server.loop);
+
+#ifdef CORO_MEASURE_STACK
+  log_line("deepest coroutine stack: %zu bytes", coro_deepest_stack_use());
+#endif
+  free_everything();
+  log_line("stopped");
+  return 0;
+}
