@@ -5,8 +5,8 @@
  * session from top to bottom: sleep until its socket has input, read, carry
  * out each step. The kernel's scheduler does the multiplexing that an event
  * loop does by hand. The main thread accepts, starts the threads, joins
- * those that ended, and waits for SIGINT or SIGTERM. The room is shared by
- * every thread, so it sits behind a lock.
+ * those that ended, and waits for SIGINT, SIGTERM or SIGHUP. The room is
+ * shared by every thread, so it sits behind a lock.
  *
  * The locks, always taken in this order:
  * 1. server.room_lock: the room (names and members) and the list of
@@ -17,7 +17,8 @@
  *    writes to its socket. Taken alone or inside the room lock, never two
  *    at once.
  * No socket is read or written while a lock is held, so holding the room
- * lock costs a copy per recipient, whatever the recipients do.
+ * lock costs a copy per recipient, whatever the recipients do; and nothing
+ * is logged under a lock (the log never waits, but costs a system call).
  *
  * Writing: one thread at a time writes to a socket, the one that claimed it
  * (client->writing), and always from the socket's queue, so bytes go out in
@@ -35,7 +36,8 @@
  * going to sleep sends it WAKE_SIGNAL, once. A signal sent just before the
  * ppoll stays pending and ends it at once: none is lost. It costs no file
  * descriptor, where an eventfd per client would double them (20,000 for
- * 10,000 clients, the hard limit here).
+ * 10,000 clients, the hard limit here). A SIGUSR1 sent from outside only
+ * wakes a thread for nothing; SIGUSR2 is ignored.
  *
  * Its cost: a connection is a thread: a stack (76 KiB reserved, about
  * 20 KiB of it touched), a kernel task with a kernel stack, and a context
@@ -77,7 +79,8 @@
 #define FLUSH_TIMEOUT_SECONDS 5
 /* How long shutdown waits for goodbyes to drain (SPEC.md: exit within 2 s). */
 #define SHUTDOWN_GRACE_MILLISECONDS 1500
-/* How long accepting pauses when the process runs out of descriptors. */
+/* How long accepting pauses when the process runs out of descriptors (or
+ * memory), unless a client's thread ends first and frees one. */
 #define ACCEPT_RETRY_MILLISECONDS 250
 /* Connections accepted in a row before the main thread looks for signals. */
 #define ACCEPT_BATCH 64
@@ -148,7 +151,7 @@ static struct server {
   struct session_context session; /* each thread copies it, with a scratch */
   /* The main thread's alone: */
   int listener;
-  int signals;                /* SIGINT and SIGTERM */
+  int signals;                /* SIGINT, SIGTERM and SIGHUP */
   int finished;               /* an eventfd: a client's thread has ended */
   struct client_list clients; /* every client whose thread is not joined */
   size_t connections;         /* how many */
@@ -156,7 +159,10 @@ static struct server {
   size_t stack_size;
   void **free_stacks; /* the stacks of joined threads, to reuse */
   size_t free_stack_count;
-  bool accept_paused;
+  bool accept_paused;           /* the listener is out of the poll set */
+  long long accept_retry;       /* when it goes back in, at the latest */
+  bool accept_short;            /* out of descriptors since "accept paused" */
+  unsigned long short_accepted; /* connections accepted meanwhile */
 } server = {.room_lock = PTHREAD_MUTEX_INITIALIZER,
             .listener = -1,
             .signals = -1,
@@ -193,7 +199,7 @@ static struct timespec milliseconds(long long ms) {
 
 /* ---- Output --------------------------------------------------------- */
 
-static void drop_slow_client(struct client *client);
+static void drop_client(struct client *client, enum departure_cause cause);
 
 /* Under client->lock: ends the ppoll of the client's thread, if it said it
  * was going to sleep; only once. The thread cannot finish meanwhile: it
@@ -218,9 +224,10 @@ static bool queue_output(struct client *client, const char *bytes,
   pthread_mutex_lock(&client->lock);
   if (client->state == CLIENT_OPEN ||
       (client->state == CLIENT_CLOSING && !room_line)) {
-    if (client->backlog + length > server.options.max_backlog ||
-        !byte_buffer_append(&client->queued, bytes, length)) {
-      drop_slow_client(client); /* out of memory: the same remedy */
+    if (client->backlog + length > server.options.max_backlog) {
+      drop_client(client, DEPARTURE_SLOW);
+    } else if (!byte_buffer_append(&client->queued, bytes, length)) {
+      drop_client(client, DEPARTURE_ERROR); /* out of memory */
     } else {
       client->backlog += length;
       claimed = room_line && !client->writing;
@@ -338,12 +345,13 @@ static bool stop_client(struct client *client, enum client_state state,
   return was_open;
 }
 
-/* Under client->lock. Dropping only marks the client, because one found
- * slow in the middle of a broadcast must not hear of its own departure
- * before the others have had the line being broadcast: its thread departs
- * when it wakes, once the broadcast has let go of the room lock. */
-static void drop_slow_client(struct client *client) {
-  set_state(client, CLIENT_DROPPED, DEPARTURE_SLOW);
+/* Under client->lock: a client too slow, or that memory ran out for.
+ * Dropping only marks the client, because one dropped in the middle of a
+ * broadcast must not hear of its own departure before the others have had
+ * the line being broadcast: its thread departs (and logs why) when it
+ * wakes, once the broadcast has let go of the room lock. */
+static void drop_client(struct client *client, enum departure_cause cause) {
+  set_state(client, CLIENT_DROPPED, cause);
   wake(client);
 }
 
@@ -653,10 +661,9 @@ static void on_accept(int fd, const struct sockaddr *address) {
   }
   struct client *client = calloc(1, sizeof *client);
   void *stack = client ? take_stack() : NULL;
-  if (!stack) {
-    log_refused(&peer, "out of memory");
+  if (!stack) { /* the client can only try again later */
     free(client);
-    close(fd);
+    refuse(fd, &peer, "out of memory");
     return;
   }
   listener_send_at_once(fd);
@@ -676,33 +683,48 @@ static void on_accept(int fd, const struct sockaddr *address) {
   pthread_t thread; /* the thread keeps its own id in client->thread */
   int error =
       pthread_create(&thread, &server.thread_attributes, client_thread, client);
-  if (error != 0) { /* out of threads: as if it never came */
-    log_line("cannot start a thread: %s", strerror(error));
-    log_departed(&peer, NULL, 0, DEPARTURE_ERROR);
+  if (error != 0) { /* out of threads: told so, as if it never came */
     list_remove(&server.clients, client);
     server.connections--;
     give_back_stack(stack);
-    close(fd);
     pthread_mutex_destroy(&client->lock);
     free(client);
+    char reason[128];
+    snprintf(reason, sizeof reason, "cannot start a thread: %s",
+             strerror(error));
+    refuse(fd, &peer, reason);
   }
 }
 
 /* accept() failed. Out of descriptors (or memory), the listener would be
- * ready again at once and the main thread would spin: pause accepting for
- * a moment. */
+ * ready again at once and the main thread would spin: accepting pauses
+ * until a client's thread ends (which frees a descriptor), or for
+ * ACCEPT_RETRY_MILLISECONDS at most. The log says so once, when the
+ * server first runs short, not at every retry. */
 static void on_accept_error(int error) {
-  if (error == EAGAIN || error == EWOULDBLOCK || error == EINTR ||
-      error == ECONNABORTED)
+  if (error == EAGAIN || error == EWOULDBLOCK) { /* nobody is waiting */
+    if (server.accept_short)
+      log_line("accept resumed: %lu connection%s accepted while short of "
+               "descriptors or memory",
+               server.short_accepted, server.short_accepted == 1 ? "" : "s");
+    server.accept_short = false;
+    return;
+  }
+  if (error == EINTR || error == ECONNABORTED)
     return;
   if (error != EMFILE && error != ENFILE && error != ENOBUFS &&
       error != ENOMEM) {
     log_line("accept failed: %s", strerror(error));
     return;
   }
-  if (!server.accept_paused)
-    log_line("accept paused: %s", strerror(error));
+  if (!server.accept_short)
+    log_line("accept paused: %s; clients wait until one leaves",
+             strerror(error));
+  if (!server.accept_short)
+    server.short_accepted = 0;
+  server.accept_short = true;
   server.accept_paused = true;
+  server.accept_retry = now_milliseconds() + ACCEPT_RETRY_MILLISECONDS;
 }
 
 /* Accepts the connections waiting, a batch at a time, so that the main
@@ -717,6 +739,8 @@ static void accept_waiting(void) {
       on_accept_error(errno);
       return;
     }
+    if (server.accept_short)
+      server.short_accepted++;
     on_accept(fd, (struct sockaddr *)&address);
   }
 }
@@ -749,8 +773,8 @@ static void stop_all(enum client_state state) {
     stop_client(client, state, DEPARTURE_SHUTDOWN);
 }
 
-/* SIGINT or SIGTERM: stop accepting, tell every client's thread to say
- * goodbye and close, give the goodbyes a moment to drain, then drop the
+/* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every client's thread to
+ * say goodbye and close, give the goodbyes a moment to drain, then drop the
  * clients that could not take theirs; return once every thread is joined. */
 static void shut_down(int signal_number) {
   log_shutting_down(signal_number, server.connections);
@@ -776,9 +800,12 @@ static void on_wake(int signal_number) {
   (void)signal_number; /* it only has to end a ppoll */
 }
 
-/* SIGINT and SIGTERM are blocked in every thread and read from a signalfd
- * by the main thread; WAKE_SIGNAL is blocked too, except inside a client's
- * ppoll. Threads inherit the mask: this comes before the first one. */
+/* SIGINT, SIGTERM and SIGHUP (each a graceful stop) are blocked in every
+ * thread and read from a signalfd by the main thread; WAKE_SIGNAL is
+ * blocked too, except inside a client's ppoll, where its handler does
+ * nothing: sent from outside, it only wakes a thread for nothing. SIGUSR2
+ * is ignored, so that neither user signal kills the server. Threads
+ * inherit the mask: this comes before the first one. */
 static bool set_up_signals(void) {
   struct sigaction wake = {.sa_handler = on_wake};
   sigemptyset(&wake.sa_mask);
@@ -786,12 +813,15 @@ static bool set_up_signals(void) {
   sigemptyset(&blocked);
   sigaddset(&blocked, SIGINT);
   sigaddset(&blocked, SIGTERM);
+  sigaddset(&blocked, SIGHUP);
   sigaddset(&blocked, WAKE_SIGNAL);
   if (sigaction(WAKE_SIGNAL, &wake, NULL) < 0 ||
+      signal(SIGUSR2, SIG_IGN) == SIG_ERR ||
       pthread_sigmask(SIG_BLOCK, &blocked, &server.wake_mask) != 0)
     return false;
   sigaddset(&server.wake_mask, SIGINT);
   sigaddset(&server.wake_mask, SIGTERM);
+  sigaddset(&server.wake_mask, SIGHUP);
   sigdelset(&server.wake_mask, WAKE_SIGNAL);
   sigdelset(&blocked, WAKE_SIGNAL);
   server.signals = signalfd(-1, &blocked, SFD_CLOEXEC);
@@ -817,29 +847,41 @@ static bool set_up_threads(void) {
 }
 
 /* The main thread's loop: accept connections and join ended threads until
- * SIGINT or SIGTERM, which it returns. */
+ * SIGINT, SIGTERM or SIGHUP, which it returns. While accepting is paused,
+ * the listener is left out of the poll set, until the retry time comes or
+ * a client's thread ends (it closed its descriptor first), whichever is
+ * first: then the waiting connections are accepted at once. (Threads
+ * ending within any retry delay must not keep the listener out.) */
 static int accept_until_signal(void) {
   struct pollfd watched[3] = {{.fd = server.signals, .events = POLLIN},
                               {.fd = server.finished, .events = POLLIN},
                               {.fd = server.listener, .events = POLLIN}};
   for (;;) {
+    int timeout = -1;
+    if (server.accept_paused) {
+      long long left = server.accept_retry - now_milliseconds();
+      timeout = left > 0 ? (int)left : 0;
+    }
     watched[2].fd = server.accept_paused ? -1 : server.listener;
-    int ready =
-        poll(watched, 3, server.accept_paused ? ACCEPT_RETRY_MILLISECONDS : -1);
-    if (ready == 0)
+    watched[2].revents = 0;
+    int ready = poll(watched, 3, timeout);
+    if (ready < 0)
+      continue; /* EINTR */
+    if (server.accept_paused && now_milliseconds() >= server.accept_retry)
       server.accept_paused = false;
-    if (ready <= 0)
-      continue;
     struct signalfd_siginfo received;
     if ((watched[0].revents & POLLIN) &&
         read(server.signals, &received, sizeof received) == sizeof received)
       return (int)received.ssi_signo;
     eventfd_t count;
-    if ((watched[1].revents & POLLIN) &&
-        eventfd_read(server.finished, &count) == 0)
+    bool freed = (watched[1].revents & POLLIN) &&
+                 eventfd_read(server.finished, &count) == 0;
+    if (freed)
       reap_ended();
-    if (watched[2].revents & POLLIN)
+    if ((watched[2].revents & POLLIN) || (freed && server.accept_short)) {
+      server.accept_paused = false; /* a descriptor is free: try at once */
       accept_waiting();
+    }
   }
 }
 

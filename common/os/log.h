@@ -1,7 +1,14 @@
 /* The server log on standard error (SPEC.md section 1): one line per
  * connection accepted or refused, name registered, departure with its cause,
  * and at start and stop; never one per message. Every line starts with an
- * ISO 8601 UTC time. */
+ * ISO 8601 UTC time.
+ *
+ * Logging never waits: a line standard error cannot take at once (a full
+ * pipe nobody reads, a stopped terminal) is dropped and counted, and the
+ * next line that gets through is preceded by `N log lines dropped` (log.c
+ * says how). Every function here may be called from any thread or process
+ * of the server, and costs no lock: call them under none, all the same, as
+ * a line is formatted and written with a system call. */
 #ifndef CHAT_LOG_H
 #define CHAT_LOG_H
 
@@ -29,8 +36,14 @@ enum departure_cause {
   DEPARTURE_TIMEOUT,  /* no name within --login-timeout */
   DEPARTURE_SHUTDOWN, /* the server stopped */
   DEPARTURE_ERROR,    /* the server ran out of memory for it */
+  DEPARTURE_FAILED,   /* anything else failed: a system call, its process */
 };
 
+/* Sets up the log: nothing is written with quiet. Called once, before any
+ * thread or child process starts (startup_listen does), so that they all
+ * share the count of dropped lines. */
+void log_open(bool quiet);
+/* log_open(quiet), by its older name (a test silences the log with it). */
 void log_set_quiet(bool quiet);
 
 /* SIGINT or SIGTERM: one line for the whole server, not one per client

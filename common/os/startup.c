@@ -61,7 +61,7 @@ int startup_listen(struct chat_options *options, int argc, char *argv[],
     *exit_status = status;
     return -1;
   }
-  log_set_quiet(options->quiet);
+  log_open(options->quiet);
   rlim_t files = startup_prepare_process();
   char error[PATH_MAX + 512];
   int fd =

@@ -28,6 +28,7 @@ Standard library only (Python 3.8+).
 import argparse
 import concurrent.futures
 import datetime
+import fcntl
 import io
 import os
 import re
@@ -39,6 +40,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import unittest
@@ -187,9 +189,11 @@ def resident_memory(pid):
 
 
 class Server:
-    """One server process. Its stderr goes to a temporary file."""
+    """One server process. Its stderr goes to a temporary file or, with
+    stderr_pipe, to a pipe that nobody reads until read_stderr_pipe()."""
 
-    def __init__(self, args, room=b"ChatServer", prefix=()):
+    def __init__(self, args, room=b"ChatServer", prefix=(),
+                 stderr_pipe=False):
         self.args = list(args)
         self.room = as_bytes(room)
         self.clients = []
@@ -197,13 +201,46 @@ class Server:
         self.status = None
         self.stop_elapsed = None  # seconds from the signal to the exit
         self.stderr = tempfile.TemporaryFile()
+        self.stderr_pipe = None  # the reading end, when stderr is a pipe
         self.before_stop = (set(), set(), set())  # processes, shm files, ids
+        writing_end = None
+        if stderr_pipe:
+            self.stderr_pipe, writing_end = os.pipe()
         self.process = subprocess.Popen(
             list(prefix) + server_command(self.args), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=self.stderr,
+            stdout=subprocess.PIPE,
+            stderr=writing_end if stderr_pipe else self.stderr,
             start_new_session=True)  # its own process group, for cleanup
+        if writing_end is not None:
+            os.close(writing_end)
         self.pid = self.process.pid
         LIVE_SERVERS.add(self)
+
+    def stderr_pipe_size(self):
+        """Bytes waiting in the stderr pipe (FIONREAD)."""
+        return struct.unpack("i", fcntl.ioctl(self.stderr_pipe,
+                                              termios.FIONREAD,
+                                              b"\0" * 4))[0]
+
+    def read_stderr_pipe(self):
+        """Reads what waits in the stderr pipe, without waiting; keeps it
+        where stderr_text() finds it."""
+        if self.stderr_pipe is None:
+            return b""
+        os.set_blocking(self.stderr_pipe, False)
+        taken = b""
+        for _ in range(100000):  # bounded: 64 KiB a read, at most
+            try:
+                chunk = os.read(self.stderr_pipe, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            taken += chunk
+        self.stderr.seek(0, os.SEEK_END)
+        self.stderr.write(taken)
+        self.stderr.flush()
+        return taken
 
     def wait_started(self, timeout=60.0):
         """Reads the startup line `NAME running on port PORT`."""
@@ -239,6 +276,7 @@ class Server:
 
     def stderr_text(self):
         """What the server wrote on stderr so far (offset left alone)."""
+        self.read_stderr_pipe()
         chunks, offset = [], 0
         fd = self.stderr.fileno()
         while True:
@@ -315,6 +353,8 @@ class Server:
         LIVE_SERVERS.discard(self)
         self.process.stdout.close()
         self.stderr.close()
+        if self.stderr_pipe is not None:
+            os.close(self.stderr_pipe)
         return problems
 
 
@@ -521,8 +561,10 @@ class ChatTest(unittest.TestCase):
 
     maxDiff = 4000
 
-    def start(self, *options, room=None, host="127.0.0.1", quiet=False):
-        """A fresh server on a free port with these options."""
+    def start(self, *options, room=None, host="127.0.0.1", quiet=False,
+              prefix=(), stderr_pipe=False):
+        """A fresh server on a free port with these options (run through
+        `prefix`, a command that execs the rest)."""
         args = []
         if room is not None:
             args += ["-n", room]
@@ -532,7 +574,8 @@ class ChatTest(unittest.TestCase):
         if quiet:
             args.append("-q")
         args += list(options)
-        server = Server(args, room if room is not None else b"ChatServer")
+        server = Server(args, room if room is not None else b"ChatServer",
+                        prefix=prefix, stderr_pipe=stderr_pipe)
         self.addCleanup(self._finish, server)
         return server.wait_started()
 
@@ -1380,6 +1423,92 @@ class Limits(ChatTest):
         client.expect_lines("User ada arrived.")
 
     @cost(6)
+    @cost(12)
+    def test_out_of_descriptors_waiting_clients_admitted(self):
+        """§4 (issue 11): a server out of descriptors (open-file limit 64,
+        soft and hard, so that it cannot raise it) with more clients than
+        fit leaves the others waiting in the accept queue; as served
+        clients leave, one every 200 ms, the waiting ones get in, the k-th
+        within a second of the k-th departure. The log says `accept
+        paused` once for the whole shortage, not at every retry."""
+        limit, clients = 64, 96
+        server = self.start(prefix=["sh", "-c", f'ulimit -n {limit} && '
+                                    'exec "$@"', "sh"])
+        with open(f"/proc/{server.pid}/limits") as limits:
+            self.assertIn(f" {limit} ", next(
+                line for line in limits if line.startswith("Max open files")))
+        welcome = self.welcome(server)
+        everyone = [self.connect(server, f"c{number}")
+                    for number in range(clients)]
+        welcomed = {}  # client -> when its welcome arrived
+
+        def collect(until):
+            """Takes the welcomes that arrive until `until` (monotonic)."""
+            for _ in range(100000):
+                waiting = [c for c in everyone if c not in welcomed]
+                left = until - time.monotonic()
+                if not waiting or left <= 0:
+                    return
+                ready, _, _ = select.select([c.sock for c in waiting], [],
+                                            [], left)
+                now = time.monotonic()
+                for client in waiting:
+                    if client.sock in ready:
+                        client._fill(now + 1)
+                        if len(client.buffer) >= len(welcome) or client.eof:
+                            client.expect(welcome, what=" (admitted late)")
+                            welcomed[client] = now
+
+        # The served are those the server accepted ("connected" in the
+        # log, with their port) before it logged that it is out of
+        # descriptors; a model that needs no descriptor per client in the
+        # accepting process welcomes everyone.
+        deadline = time.monotonic() + seconds(20)
+        for _ in range(10000):
+            collect(time.monotonic() + 0.05)
+            log = server.stderr_text()
+            accepted = {int(port) for port in re.findall(
+                r"127\.0\.0\.1:([0-9]+) connected", log)}
+            if len(welcomed) == clients or (
+                    "accept paused" in log and
+                    all(c in welcomed for c in everyone
+                        if c.local_port in accepted)):
+                break
+            self.assertLess(time.monotonic(), deadline,
+                            f"{len(welcomed)} of {clients} welcomed and no "
+                            f"'accept paused' in the log:\n{log[-2000:]}")
+        served = [c for c in everyone if c in welcomed]
+        waiting = [c for c in everyone if c not in welcomed]
+        if waiting:
+            self.assertGreater(len(served), 8, "too few clients served")
+        # One served client leaves every 200 ms (a few more departures
+        # than there are clients waiting).
+        departures = []
+        for client in served[:len(waiting) + 3]:
+            client.close()
+            departures.append(time.monotonic())
+            collect(departures[-1] + 0.2)
+        collect(time.monotonic() + seconds(1.0))
+        admitted = sorted(welcomed[c] for c in waiting if c in welcomed)
+        late = []
+        for k in range(min(len(waiting), len(departures))):
+            if k >= len(admitted):
+                late.append(f"waiting client {k + 1}: never admitted")
+            elif admitted[k] > departures[k] + seconds(1.0):
+                late.append(f"waiting client {k + 1}: admitted "
+                            f"{admitted[k] - departures[k]:.2f} s after "
+                            f"departure {k + 1}")
+        if late:
+            self.fail(f"{len(served)} served, {len(waiting)} waiting, "
+                      f"{len(admitted)} admitted after {len(departures)} "
+                      f"departures: " + "; ".join(late[:5]))
+        paused = server.stderr_text().count("accept paused")
+        self.assertLessEqual(paused, 1, f"'accept paused' logged {paused} "
+                             f"times in one shortage")
+        for client in waiting:  # the newcomers are served
+            client.send(b"\n")
+            client.expect(INVALID_NAME + PROMPT)
+
     def test_slow_client_dropped(self):
         """§3.4/§4 --max-backlog: a client that never reads while others
         chat heavily is dropped; everybody else sees `User NAME departed.`
@@ -1753,6 +1882,58 @@ class Log(ChatTest):
                  if not re.search(rf"(?<![0-9])({known})(?![0-9])", line)]
         self.assertTrue(after, "no log line at stop")
 
+    @cost(8)
+    def test_log_to_a_pipe_nobody_reads(self):
+        """§1: the log never delays a client or the room: with stderr a
+        pipe that nobody reads (full after some hundred lines), the
+        2,000th client of connect-and-close cycles is still welcomed, the
+        room still moves, and SIGTERM still stops the server within 2 s
+        with every client told. Once the pipe is read, the next line comes
+        after `N log lines dropped`."""
+        server = self.start(stderr_pipe=True)
+        ada, bob = self.room(server, "ada", "bob")
+        for number in range(2000):
+            client = self.connect(server, f"cycle{number}")
+            client.expect(self.welcome(server),
+                          what=f" (welcome of client {number + 1})")
+            client.close()
+            server.clients.remove(client)
+        full = server.stderr_pipe_size()
+        self.assertGreaterEqual(full, 32768, "the log pipe never filled: "
+                                "2,000 cycles should log far more than it "
+                                "holds")
+        bob.send(b"still moving\n")
+        for member in (ada, bob):
+            member.expect_lines("bob: still moving")
+        # The pipe drains: the next line tells how many were dropped.
+        server.read_stderr_pipe()
+        self.connected(server, "after")
+        deadline = time.monotonic() + seconds(10)
+        dropped = None
+        while dropped is None:
+            self.assertLess(time.monotonic(), deadline,
+                            "no 'N log lines dropped' line once the pipe "
+                            "was read; last lines: "
+                            + server.stderr_text()[-1000:])
+            dropped = re.search(r"(?m)^\S+ ([0-9]+) log lines? dropped",
+                                server.stderr_text())
+            time.sleep(0.01)
+        self.assertGreater(int(dropped.group(1)), 0)
+        # And a stalled log again: shutdown still works.
+        for number in range(1000):
+            if server.stderr_pipe_size() >= full:
+                break
+            client = self.connect(server, f"refill{number}")
+            client.expect(self.welcome(server))
+            client.close()
+            server.clients.remove(client)
+        unnamed = self.connected(server, "unnamed")
+        self.assertEqual(server.stop(), 0)
+        self.assertLess(server.stop_elapsed, seconds(2))
+        for client in (ada, bob, unnamed):
+            client.expect(SHUTTING_DOWN)
+            client.expect_eof()
+
     def test_quiet(self):
         """§1: -q: nothing on stderr (apart from sanitizer output)."""
         server = self.start("--login-timeout", "1", "--max-clients", "1",
@@ -1797,6 +1978,36 @@ class Shutdown(ChatTest):
     def test_sigint(self):
         """§1: SIGINT: as SIGTERM."""
         self.check_shutdown(signal.SIGINT)
+
+    def test_sighup(self):
+        """§1: SIGHUP: as SIGTERM, a graceful stop (not the default action,
+        which kills)."""
+        self.check_shutdown(signal.SIGHUP)
+
+    def test_user_signals_do_not_kill(self):
+        """§1 (project decision): SIGUSR1 and SIGUSR2, sent to the server
+        and to its whole process group, a few times each, stop nothing: no
+        user departs, the room still moves, a newcomer is welcomed, and the
+        server still stops on SIGTERM with exit status 0 (teardown)."""
+        server = self.start()
+        ada, bob = self.room(server, "ada", "bob")
+        unnamed = self.connected(server, "unnamed")
+        for number in range(3):
+            for signum in (signal.SIGUSR1, signal.SIGUSR2):
+                os.kill(server.pid, signum)
+                os.killpg(server.pid, signum)
+            # A round trip through the room: every process and thread that
+            # serves these clients ran since the signals were sent, so a
+            # default action would have been taken by now.
+            bob.send(f"after signals {number}\n")
+            for member in (ada, bob):
+                member.expect_lines(f"bob: after signals {number}")
+            unnamed.sync()
+        self.assertIsNone(server.process.poll(), "the server died")
+        carl = self.arrive(server, "carl", [ada, bob])
+        carl.send(b"hello\n")
+        for member in (ada, bob, carl):
+            member.expect_lines("carl: hello")
 
     @cost(5)
     def test_shutdown_with_stalled_client(self):
