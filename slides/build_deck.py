@@ -29,8 +29,11 @@ that slides never drift from the code or the measurements:
       the table of chat-latency, from build/latency/ when it was run there
       (`cmake --build build --target latency`), else bench/latency/reference/
   {{bench c10k}} {{bench chart NAME...}} {{bench source}}
-      the C10K table and charts of the newest benchmark report in
-      bench/results/*/ (or --results DIR); a placeholder until there is one
+      the C10K table and charts of the committed reference run,
+      bench/results/reference/ (--results newest: the newest report in
+      bench/results/*/; --results DIR: that one); a placeholder where there
+      is none. A deck built from any other run than the reference says on
+      its title slide which run, and whether it was a quick one
 
 A source file that does not exist yet gives a placeholder; a function or
 marker that is gone from an existing file is an error: the deck must be
@@ -42,6 +45,7 @@ import base64
 import csv
 import glob
 import html
+import json
 import math
 import os
 import re
@@ -743,12 +747,45 @@ class Context:
     # -- benchmark -------------------------------------------------------
 
     def bench_run(self):
-        if self.results_dir and os.path.exists(
-                os.path.join(self.results_dir, "report.md")):
-            return self.results_dir
-        if self.results_dir:
+        results = os.path.join(self.repo, "bench", "results")
+        if self.results_dir in (None, "", "reference"):
+            chosen = os.path.join(results, "reference")
+        elif self.results_dir == "newest":
+            return newest_bench_run(results)
+        else:
+            chosen = self.results_dir
+        if os.path.exists(os.path.join(chosen, "report.md")):
+            return chosen
+        return None
+
+    def run_note(self):
+        """For the title slide: which benchmark run the deck shows, when it
+        is not the committed reference run (None when it is)."""
+        run = self.bench_run()
+        if not run:
             return None
-        return newest_bench_run(os.path.join(self.repo, "bench", "results"))
+        reference = os.path.join(self.repo, "bench", "results", "reference")
+        if os.path.realpath(run) == os.path.realpath(reference):
+            return None
+        config = {}
+        try:
+            with open(os.path.join(run, "runs.json"), encoding="utf-8") as f:
+                config = json.load(f).get("config", {})
+        except (OSError, ValueError):
+            pass
+        mode = config.get("mode", "unknown")
+        clients = config.get("clients") or []
+        repeats = config.get("repeats")
+        where = os.path.relpath(run, self.repo)
+        if mode == "full":
+            what = "a full run"
+        else:
+            what = (f"a <strong>{esc(mode)}</strong> run"
+                    + (f", N up to {max(clients):,}" if clients else "")
+                    + (f", {repeats} repeat(s)" if repeats else "")
+                    + ": rough figures, not the reference run")
+        return (f"Benchmark figures from <code>{esc(where)}</code>, {what}. "
+                "The reference run: <code>bench/results/reference</code>.")
 
     def bench(self, args):
         what = args[0] if args else "c10k"
@@ -895,6 +932,11 @@ def build(deck_path, out_path, repo, latency_dir, results_dir, title):
     context = Context(repo, os.path.dirname(os.path.abspath(deck_path)),
                       latency_dir, results_dir)
     sections = render_slides(text, context)
+    note = context.run_note()
+    if note and sections:
+        at = sections[0].find("</div><footer>")
+        sections[0] = (sections[0][:at] + f'<p class="source run-note">{note}'
+                       "</p>" + sections[0][at:])
     with open(os.path.join(SLIDES_DIR, "deck.css"), encoding="utf-8") as f:
         css = f.read()
     with open(os.path.join(SLIDES_DIR, "deck.js"), encoding="utf-8") as f:
@@ -953,8 +995,12 @@ def main():
                         help="where to look for latency/ (from the latency "
                              "target) before the committed reference")
     parser.add_argument("--latency", help="folder with latency.csv")
-    parser.add_argument("--results", help="benchmark results folder (default:"
-                        " the newest bench/results/*/ with a report.md)")
+    parser.add_argument("--results", default="reference",
+                        help="benchmark results: 'reference' (the default: "
+                        "the committed bench/results/reference), 'newest' "
+                        "(the newest bench/results/*/ with a report.md), or "
+                        "a folder; any but the reference is named on the "
+                        "title slide")
     parser.add_argument("--pdf", help="also print the deck to this PDF "
                         "(needs chromium)")
     parser.add_argument("--title", default="C10K chat: async programming, "
