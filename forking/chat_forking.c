@@ -5,34 +5,45 @@
  * act, write) and exits when the client leaves. Processes share no heap, so
  * the room lives in memory the parent shared before the first fork
  * (shared_room.h): the registered names, and a ring of the room's lines
- * (event_ring.h) that each child reads from its own cursor and copies to its
- * own client. A process-shared, robust mutex guards both. A child killed at
- * any instant, even holding the lock, leaves the room whole, and the parent,
- * which reaps every child, makes a dead child's user depart.
+ * (event_ring.h) that each child copies from its own cursor, without a lock,
+ * to its own client. A process-shared, robust mutex guards every change. A
+ * child killed at any instant, even holding the lock, leaves the room whole,
+ * and the parent, which reaps every child, makes a dead child's user depart.
  *
- * Waiting: a child must wake for its socket or for a change in the room, and
- * cost nothing while both are quiet. It waits in epoll on its socket and on
- * an eventfd that the parent made before forking, which every child in the
- * room watches edge-triggered and never reads. Whoever changes the room
- * writes to it once, and the kernel wakes every child in the room (a second
- * eventfd, written at shutdown, wakes all). The others do not fit: a futex
- * or a process-shared condition variable cannot be waited on together with
- * a socket (and the condition variable can hang when a waiter dies, glibc
+ * Waiting: a child must wake for its socket or for new lines, and cost
+ * nothing while both are quiet. It waits in epoll on its socket and on an
+ * eventfd that the parent made before forking, which every child in the
+ * room watches edge-triggered and never reads: one write wakes them all,
+ * inside the kernel. It is written once per wave, not once per line: a
+ * wave wakes the children that are asleep, and the lines published while
+ * they run wait for the last of them to catch up, which starts the next
+ * wave. So each child is woken at most once for any number of lines
+ * published while it ran (the sender is no longer preempted, line after
+ * line, by the crowd it has just woken). The others do not fit: a futex or
+ * a process-shared condition variable cannot be waited on together with a
+ * socket (and the condition variable can hang when a waiter dies, glibc
  * bug 21422); a signal per child would cost each writer one kill() per
- * child. Never read, an eventfd's counter would fill up after 2^64 - 2
- * writes: a writer that finds it full empties it first.
+ * child.
+ *
+ * A client is dropped for its backlog only when its own process has had
+ * the chance to write: what its socket refused, plus what the room
+ * published since, beyond --max-backlog. The ring holds far more than that,
+ * so that a child the scheduler has not run yet is not judged for it.
  *
  * Its cost: a process per connection: a kernel task with its kernel stack
  * and page tables, and private copies of the pages it writes (its stack, its
  * buffers, libc's data); the code and the rest stay shared with the parent.
- * A message to the room costs one copy into the ring, then in every child a
- * wake-up, a turn of the lock, a copy out and a send: N context switches,
- * and N processes queuing on one lock, for every line.
+ * A wave costs a context switch into every child in the room, a copy and a
+ * send each; a line costs its writer one turn of the lock.
  *
  * Where it breaks: at thousands of connections, memory and the scheduler
  * (see README.md for the figures at 10,000), a fork per connection, and the
- * process limits (pid_max, RLIMIT_NPROC). What it buys: each session reads
- * as straight-line code, and a crash takes one connection with it. */
+ * process limits (pid_max, RLIMIT_NPROC). A child stopped (SIGSTOP) while
+ * it holds the room lock freezes the room: no line, arrival or departure
+ * can be published until it goes on (readers still get what was published,
+ * and shutdown continues every child first); the lock that lets processes
+ * share one room is the price of this model. What it buys: each session
+ * reads as straight-line code, and a crash takes one connection with it. */
 #include "byte_buffer.h"
 #include "clock.h"
 #include "line_framer.h"
@@ -76,6 +87,19 @@
 #define ACCEPT_BATCH 64
 /* Bytes read from a socket at a time. */
 #define READ_CHUNK 4096
+/* Room lines copied into a child's output at a time, and copies (each
+ * followed by a send) per turn of its loop. */
+#define COPY_CHUNK (64 * 1024)
+#define PUMP_TURNS 64
+/* The ring holds at least this much beyond --max-backlog: a reader is lost
+ * (and dropped) only when the room published that much while its process
+ * did not run at all. */
+#define RING_SLACK_BYTES (8u << 20)
+/* The parent waits this long for the room lock to make a dead child's user
+ * depart, and tries again this much later if it could not: the lock's
+ * holder may be stopped, and the parent must go on serving signals. */
+#define RELEASE_LOCK_MILLISECONDS 10
+#define RELEASE_RETRY_MILLISECONDS 50
 
 enum client_state {
   CLIENT_OPEN,    /* reading and writing */
@@ -86,15 +110,18 @@ enum client_state {
 /* The one client a child serves. */
 struct client {
   int fd;
-  int epoll;                 /* its socket and the room's wake-up */
+  int epoll;                 /* its socket and the wake-ups */
+  unsigned slot;             /* its slot in the shared room's waves */
   struct byte_buffer output; /* what its socket has not taken yet */
   size_t sent;               /* bytes of `output` already sent */
   uint64_t cursor;           /* the first byte of the ring it has not copied */
+  uint64_t seen;             /* the published head it last copied or judged */
   long long login_deadline;  /* milliseconds, monotonic clock */
   struct line_framer framer;
   struct session session;
   struct peer_address peer;
-  int member; /* index in the room while registered */
+  int member;   /* index in the room while registered */
+  bool in_room; /* registered, and woken by the room's waves */
   enum client_state state;
   enum departure_cause cause;     /* why it was dropped */
   bool watching_output;           /* epoll reports when the socket takes more */
@@ -104,21 +131,28 @@ struct client {
 /* A child, as the parent knows it. */
 struct child {
   pid_t pid;
+  unsigned slot;
+  bool ended; /* reaped; its user has yet to depart (the lock was busy) */
   struct peer_address peer;
 };
 
 static struct server {
   struct chat_options options;
   int listener;
-  int signals;     /* SIGINT, SIGTERM and SIGCHLD, read as a descriptor */
+  int signals;     /* SIGINT, SIGTERM, SIGHUP and SIGCHLD, as a descriptor */
   int lifeline[2]; /* a pipe every child holds the write end of */
   pid_t parent;
   struct shared_room *shared;
   struct session_context session;
-  struct child *children; /* the live ones, in no order */
+  struct child *children; /* the live ones and the ended ones, in no order */
   size_t connections;     /* how many */
+  size_t ended;           /* how many of them ended, their users still here */
+  unsigned *free_slots;   /* slots given back, to give again */
+  size_t free_count;
+  unsigned slots_high; /* slots ever given: [0, slots_high) */
   long long accept_retry_at;
-  bool accept_paused;
+  bool accept_paused; /* the listener is left alone until accept_retry_at */
+  bool accept_logged; /* "accept paused" was logged, "resumed" not yet */
   bool shutting_down;
 } server;
 
@@ -126,14 +160,30 @@ static struct server {
 
 static struct child *find_child(pid_t pid) {
   for (size_t i = 0; i < server.connections; i++) {
-    if (server.children[i].pid == pid)
+    if (server.children[i].pid == pid && !server.children[i].ended)
       return &server.children[i];
   }
   return NULL;
 }
 
 static void remove_child(struct child *child) {
+  server.free_slots[server.free_count++] = child->slot;
+  if (child->ended)
+    server.ended--;
   *child = server.children[--server.connections];
+}
+
+static unsigned take_slot(void) {
+  if (server.free_count > 0)
+    return server.free_slots[--server.free_count];
+  shared_room_slots_in_use(server.shared, server.slots_high + 1);
+  return server.slots_high++;
+}
+
+/* The room member's owner: the child's slot, which the parent gives to no
+ * other child until that member has departed (a pid could come back). */
+static uintptr_t owner_of(unsigned slot) {
+  return (uintptr_t)slot + 1;
 }
 
 /* ---- Output --------------------------------------------------------- */
@@ -158,65 +208,6 @@ static char *output_tail(struct client *client, size_t length) {
   return byte_buffer_reserve(&client->output, length);
 }
 
-/* Adds bytes to a client's output, unless that would leave more than
- * --max-backlog bytes waiting for it: then it is dropped instead. */
-static void append_output(struct client *client, const char *bytes,
-                          size_t length) {
-  if (client->state != CLIENT_OPEN || length == 0)
-    return;
-  char *tail = pending(client) + length > server.options.max_backlog
-                   ? NULL
-                   : output_tail(client, length);
-  if (!tail) {
-    drop_client(client, DEPARTURE_SLOW); /* out of memory: the same remedy */
-    return;
-  }
-  memcpy(tail, bytes, length);
-  client->output.length += length;
-}
-
-/* Copies the room lines the client has not had yet, from its cursor to the
- * head of the ring, into its output. With the lock held. What waits in the
- * ring counts toward the backlog too: a client more than --max-backlog bytes
- * behind is dropped, and no writer ever waited for it. */
-static void catch_up(struct client *client) {
-  if (client->state != CLIENT_OPEN || !session_is_registered(&client->session))
-    return;
-  uint64_t head = shared_room_head(server.shared);
-  size_t behind = (size_t)(head - client->cursor);
-  if (behind == 0)
-    return;
-  char *tail = pending(client) + behind > server.options.max_backlog
-                   ? NULL
-                   : output_tail(client, behind);
-  if (!tail) {
-    drop_client(client, DEPARTURE_SLOW);
-    return;
-  }
-  shared_room_read(server.shared, client->cursor, tail, behind);
-  client->output.length += behind;
-  client->cursor = head;
-}
-
-/* Queues a reply for the client after the room lines it has not had yet,
- * so that it reads both in the room's order: its message, then the answer
- * to the NAMES it sent after it. */
-static void queue_output(struct client *client, const char *bytes,
-                         size_t length) {
-  if (length == 0)
-    return;
-  if (session_is_registered(&client->session)) {
-    shared_room_lock(server.shared);
-    catch_up(client);
-    shared_room_unlock(server.shared);
-  }
-  append_output(client, bytes, length);
-}
-
-static void write_to_client(void *context, const char *bytes, size_t length) {
-  append_output(context, bytes, length);
-}
-
 /* Sends what the socket takes now. Returns false if the connection failed. */
 static bool flush_output(struct client *client) {
   struct byte_buffer *out = &client->output;
@@ -231,6 +222,124 @@ static bool flush_output(struct client *client) {
   byte_buffer_release(out); /* an idle client holds none */
   client->sent = 0;
   return true;
+}
+
+/* The backlog, judged when the process has just had the chance to write:
+ * what its socket refused, and what the room published beyond it. */
+static bool over_backlog(const struct client *client, size_t more) {
+  size_t behind = client->in_room ? (size_t)(client->seen - client->cursor) : 0;
+  return pending(client) + behind + more > server.options.max_backlog;
+}
+
+/* Adds bytes to a client's output. If that would leave more than
+ * --max-backlog bytes waiting, it first sends what its socket takes; if the
+ * socket takes too little, the client is dropped instead. */
+static void append_output(struct client *client, const char *bytes,
+                          size_t length) {
+  if (client->state != CLIENT_OPEN || length == 0)
+    return;
+  if (over_backlog(client, length)) {
+    if (!flush_output(client)) {
+      drop_client(client, DEPARTURE_CLOSED);
+      return;
+    }
+    if (pending(client) > 0 && over_backlog(client, length)) {
+      drop_client(client, DEPARTURE_SLOW);
+      return;
+    }
+  }
+  char *tail = output_tail(client, length);
+  if (!tail) {
+    drop_client(client, DEPARTURE_ERROR); /* out of memory */
+    return;
+  }
+  memcpy(tail, bytes, length);
+  client->output.length += length;
+}
+
+static void write_to_client(void *context, const char *bytes, size_t length) {
+  append_output(context, bytes, length);
+}
+
+/* Copies `length` bytes of room lines, from the client's cursor, into its
+ * output. Returns false if it was dropped instead. */
+static bool copy_lines(struct client *client, size_t length) {
+  char *tail = output_tail(client, length);
+  if (!tail) {
+    drop_client(client, DEPARTURE_ERROR); /* out of memory */
+    return false;
+  }
+  if (!shared_room_copy(server.shared, client->cursor, tail, length)) {
+    /* A whole ring behind: what it had yet to read is gone. */
+    drop_client(client, DEPARTURE_SLOW);
+    return false;
+  }
+  client->output.length += length;
+  client->cursor += length;
+  return true;
+}
+
+/* Copies the room's new lines into the output and sends them, a chunk at a
+ * time, for as long as the socket takes them (or PUMP_TURNS chunks). Then
+ * judges the backlog: if the socket refused some, and the room is more
+ * than --max-backlog bytes ahead of what it took, the client is dropped. */
+static void pump(struct client *client) {
+  for (int turn = 0; turn < PUMP_TURNS && client->state == CLIENT_OPEN;
+       turn++) {
+    if (client->in_room && pending(client) == 0) {
+      client->seen = shared_room_published(server.shared);
+      size_t behind = (size_t)(client->seen - client->cursor);
+      if (behind > 0 &&
+          !copy_lines(client, behind < COPY_CHUNK ? behind : COPY_CHUNK))
+        return;
+    }
+    if (!flush_output(client)) {
+      drop_client(client, DEPARTURE_CLOSED);
+      return;
+    }
+    if (pending(client) > 0) { /* the socket is full */
+      if (over_backlog(client, 0))
+        drop_client(client, DEPARTURE_SLOW);
+      return;
+    }
+    if (!client->in_room || client->cursor == client->seen)
+      return;
+  }
+}
+
+/* Brings the client's output up to the room's published head, so that what
+ * is queued next comes after every line published so far: its message,
+ * then the answer to the NAMES it sent after it. Without the lock, or
+ * with it. */
+static void catch_up(struct client *client) {
+  if (!client->in_room)
+    return;
+  /* The ring is at most this many chunks ahead: bounded. */
+  for (int turn = 0; client->state == CLIENT_OPEN && turn < 1024; turn++) {
+    pump(client);
+    if (pending(client) > 0 || client->cursor == client->seen)
+      break;
+  }
+  if (client->state != CLIENT_OPEN)
+    return;
+  client->seen = shared_room_published(server.shared);
+  size_t behind = (size_t)(client->seen - client->cursor);
+  if (behind == 0)
+    return;
+  if (pending(client) > 0 && over_backlog(client, 0)) {
+    drop_client(client, DEPARTURE_SLOW);
+    return;
+  }
+  copy_lines(client, behind);
+}
+
+/* Queues a reply for the client after the room lines it has not had yet. */
+static void queue_output(struct client *client, const char *bytes,
+                         size_t length) {
+  if (length == 0)
+    return;
+  catch_up(client);
+  append_output(client, bytes, length);
 }
 
 /* Adds one of the shared wake-ups (see shared_room.h) to the child's epoll:
@@ -261,13 +370,16 @@ static void depart(struct client *client, enum departure_cause cause) {
   log_departed(&client->peer, client->session.name, client->session.name_length,
                cause);
   if (!session_is_registered(&client->session))
-    return; /* it leaves silently */
+    return;         /* it leaves silently */
+  catch_up(client); /* most of it, without the lock */
   shared_room_lock(server.shared);
-  catch_up(client);
+  catch_up(client); /* what came since: no writer runs now */
   struct session_step step = session_end(&client->session, &server.session);
   shared_room_leave(server.shared, client->member);
   shared_room_publish(server.shared, step.room_line);
+  client->in_room = false;
   shared_room_unlock(server.shared);
+  shared_room_wave_leave(server.shared, client->slot);
 }
 
 /* Says the last lines, unless the client does not take them before the
@@ -299,12 +411,13 @@ static bool carry_out(struct client *client, struct session_step step);
 static void join_room(struct client *client, struct chat_text name) {
   const char *stored = NULL;
   shared_room_lock(server.shared);
-  int member = shared_room_join(server.shared, name, (uintptr_t)getpid());
+  int member = shared_room_join(server.shared, name, owner_of(client->slot));
   if (member >= 0) {
     memcpy(client->name, name.bytes, name.length);
     stored = client->name;
     client->member = member;
     client->cursor = shared_room_head(server.shared); /* its arrival on */
+    client->seen = client->cursor;
   }
   struct session_step step =
       session_joined(&client->session, &server.session, name, stored);
@@ -316,10 +429,12 @@ static void join_room(struct client *client, struct chat_text name) {
     return;
   }
   log_registered(&client->peer, stored, (unsigned)name.length);
-  /* Only now does the room's wake-up concern it: a connection still
-   * choosing a name has no business waking for every line. */
+  /* Only now do the room's waves concern it: a connection still choosing
+   * a name has no business waking for every line. */
+  client->in_room = true;
+  shared_room_wave_enter(server.shared, client->slot);
   if (!watch_wake_up(client, shared_room_wake_fd(server.shared)))
-    drop_client(client, DEPARTURE_ERROR);
+    drop_client(client, DEPARTURE_ERROR); /* out of memory, for epoll */
 }
 
 /* Carries out one step of the session logic. Returns false when the client
@@ -338,8 +453,9 @@ static bool carry_out(struct client *client, struct session_step step) {
     shared_room_unlock(server.shared);
     break;
   case SESSION_ROOM_NAMES:
-    shared_room_lock(server.shared);
     catch_up(client);
+    shared_room_lock(server.shared);
+    catch_up(client); /* the names as of this head */
     room_names(shared_room_members(server.shared), write_to_client, client);
     shared_room_unlock(server.shared);
     break;
@@ -378,8 +494,8 @@ static void read_input(struct client *client) {
   }
   if (line_framer_push(&client->framer, chunk, (size_t)got, on_frame, client) ==
       FRAMER_NO_MEMORY)
-    drop_client(client, DEPARTURE_ERROR);
-  if (client->state == CLIENT_CLOSING) /* it said QUIT */
+    drop_client(client, DEPARTURE_ERROR); /* out of memory */
+  if (client->state == CLIENT_CLOSING)    /* it said QUIT */
     depart(client, DEPARTURE_QUIT);
 }
 
@@ -391,15 +507,16 @@ static int login_wait(const struct client *client) {
   return left > 0 ? (int)left : 0;
 }
 
-/* SIGINT or SIGTERM reached the parent: say so (the user does not depart:
- * the whole room is going), tell the parent, and wait for it to end this
- * process. Ending a process is the dear part (about 0.8 ms of CPU here,
- * `exit-floor`): if each child ended itself after its goodbye, the
+/* SIGINT, SIGTERM or SIGHUP reached the parent: say so (the user does not
+ * depart: the whole room is going), tell the parent, and wait for it to end
+ * this process. Ending a process is the dear part (about 0.8 ms of CPU
+ * here, `exit-floor`): if each child ended itself after its goodbye, the
  * goodbyes of 10,000 would queue behind 10,000 exits, and the parent's
  * deadline would cut most of them off. So every child says goodbye first,
  * and the parent then ends them all at once. */
 static _Noreturn void say_goodbye(struct client *client) {
   struct session_step step = session_shutdown(&client->session);
+  client->in_room = false; /* no more room lines: the goodbye is next */
   append_output(client, step.reply.bytes, step.reply.length);
   flush_last_lines(client, now_milliseconds() + SHUTDOWN_GRACE_MILLISECONDS);
   shutdown(client->fd, SHUT_WR); /* the client sees the end now */
@@ -408,17 +525,39 @@ static _Noreturn void say_goodbye(struct client *client) {
     pause(); /* until the parent's SIGKILL */
 }
 
+/* Waits for the socket, the room's next wave, the stop, or a deadline.
+ * A child in the room says it sleeps only when it has nothing left to do:
+ * it has copied and sent all it saw, or its socket is full. */
+static int wait_for_events(struct client *client, struct epoll_event *events,
+                           int size) {
+  int wait = -1;
+  bool asleep = false;
+  if (!client->in_room) {
+    wait = login_wait(client);
+  } else if (client->cursor != client->seen && pending(client) == 0) {
+    wait = 0; /* more to copy: only look at the socket */
+  } else if ((asleep = shared_room_may_sleep(server.shared, client->slot,
+                                             client->seen))) {
+    wait = shared_room_wave_alarm(server.shared);
+  } else {
+    wait = 0; /* a line came meanwhile */
+  }
+  int ready = epoll_wait(client->epoll, events, size, wait);
+  if (asleep)
+    shared_room_awake(server.shared, client->slot);
+  return ready;
+}
+
 /* The child's whole life: one client, from the welcome to the close. */
 static void serve(struct client *client) {
   carry_out(client, session_start(&client->session, &server.session));
   while (client->state == CLIENT_OPEN) {
-    if (!flush_output(client)) {
-      drop_client(client, DEPARTURE_CLOSED);
+    pump(client);
+    if (client->state != CLIENT_OPEN)
       break;
-    }
     watch_output(client, true);
-    struct epoll_event events[2];
-    int ready = epoll_wait(client->epoll, events, 2, login_wait(client));
+    struct epoll_event events[3];
+    int ready = wait_for_events(client, events, 3);
     if (ready < 0 && errno != EINTR)
       drop_client(client, DEPARTURE_ERROR);
     if (shared_room_is_shutting_down(server.shared))
@@ -428,11 +567,8 @@ static void serve(struct client *client) {
           (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         read_input(client);
     }
-    if (session_is_registered(&client->session)) {
-      shared_room_lock(server.shared);
-      catch_up(client);
-      shared_room_unlock(server.shared);
-    } else if (client->state == CLIENT_OPEN && login_wait(client) == 0) {
+    if (!session_is_registered(&client->session) &&
+        client->state == CLIENT_OPEN && login_wait(client) == 0) {
       log_departed(&client->peer, NULL, 0, DEPARTURE_TIMEOUT);
       carry_out(client, session_timed_out(&client->session));
     }
@@ -451,7 +587,7 @@ static void serve(struct client *client) {
  * are the parent's, not to run once per child. (Under AddressSanitizer, it
  * checks for leaks first: what it inherited is reachable from the server's
  * globals, so only what it allocated itself can show up.) */
-static void run_child(int fd, const struct peer_address *peer,
+static void run_child(int fd, const struct peer_address *peer, unsigned slot,
                       long long accepted_at) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != server.parent) /* it died before prctl */
@@ -459,15 +595,17 @@ static void run_child(int fd, const struct peer_address *peer,
   close(server.listener);
   close(server.signals);
   close(server.lifeline[0]); /* it keeps lifeline[1] until it ends */
-  /* Ctrl-C, or a SIGTERM to the whole process group (a service manager's,
-   * say), reaches every child too: the parent answers for the server. */
+  /* Ctrl-C, a hangup, or a SIGTERM to the whole process group (a service
+   * manager's, say), reaches every child too: the parent answers for the
+   * server. (SIGUSR1 and SIGUSR2 stay ignored, as in the parent.) */
   signal(SIGINT, SIG_IGN);
   signal(SIGTERM, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
 
-  struct client client = {.fd = fd, .peer = *peer, .member = -1};
+  struct client client = {.fd = fd, .peer = *peer, .slot = slot, .member = -1};
   line_framer_init(&client.framer, server.options.max_line);
   if (server.options.login_timeout > 0)
     client.login_deadline = accepted_at + server.options.login_timeout * 1000LL;
@@ -492,25 +630,35 @@ static void run_child(int fd, const struct peer_address *peer,
 
 /* ---- Accepting ------------------------------------------------------ */
 
+/* Logged once when a pause starts, and once when a connection is served
+ * again: not once per retry. */
 static void pause_accepting(const char *why) {
-  if (!server.accept_paused)
+  if (!server.accept_logged)
     log_line("accept paused: %s", why);
+  server.accept_logged = true;
   server.accept_paused = true;
   server.accept_retry_at = now_milliseconds() + ACCEPT_RETRY_MILLISECONDS;
 }
 
 static void spawn_child(int fd, const struct peer_address *peer) {
   long long accepted_at = now_milliseconds();
+  unsigned slot = take_slot();
   pid_t pid = fork();
   if (pid < 0) { /* out of processes or memory: the server is full */
+    server.free_slots[server.free_count++] = slot;
     pause_accepting(strerror(errno));
     refuse_full(fd, peer);
     return;
   }
   if (pid == 0)
-    run_child(fd, peer, accepted_at); /* does not return */
+    run_child(fd, peer, slot, accepted_at); /* does not return */
   close(fd);
-  server.children[server.connections++] = (struct child){pid, *peer};
+  server.children[server.connections++] =
+      (struct child){.pid = pid, .slot = slot, .peer = *peer};
+  if (server.accept_logged) {
+    log_line("accept resumed");
+    server.accept_logged = false;
+  }
 }
 
 static void on_accept(void) {
@@ -544,26 +692,50 @@ static void on_accept(void) {
 
 /* A child ended without its user leaving the room (it was killed, or
  * crashed): the user departs now, as the child would have. Under the lock,
- * the room tells whether the child left it first: then nothing is done. */
-static void release_user(const struct child *child) {
-  shared_room_lock(server.shared);
+ * the room tells whether the child left it first: then nothing is done.
+ * Returns false, having done nothing, if the lock stayed busy: its holder
+ * may be stopped, and the parent must not wait for it. */
+static bool release_user(const struct child *child) {
+  enum shared_room_locked locked =
+      shared_room_lock_within(server.shared, RELEASE_LOCK_MILLISECONDS);
+  if (locked == SHARED_ROOM_BUSY)
+    return false;
   const struct room *room = shared_room_members(server.shared);
   int member = room_first(room);
-  while (member >= 0 && room_owner(room, member) != (uintptr_t)child->pid)
+  while (member >= 0 && room_owner(room, member) != owner_of(child->slot))
     member = room_next(room, member);
+  char name[CHAT_NAME_MAX_BYTES];
+  unsigned name_length = 0;
   if (member >= 0) {
-    struct chat_text name = room_member_name(room, member);
-    log_departed(&child->peer, name.bytes, (unsigned)name.length,
-                 DEPARTURE_ERROR);
+    struct chat_text text = room_member_name(room, member);
+    name_length = (unsigned)text.length;
+    memcpy(name, text.bytes, name_length);
     /* The dead child's session, as far as its end needs it. */
-    struct session session = {.name = name.bytes,
-                              .name_length = (unsigned char)name.length,
+    struct session session = {.name = name,
+                              .name_length = (unsigned char)name_length,
                               .phase = SESSION_CHATTING};
     struct session_step step = session_end(&session, &server.session);
     shared_room_leave(server.shared, member);
     shared_room_publish(server.shared, step.room_line);
   }
   shared_room_unlock(server.shared);
+  if (member >= 0) /* its connection ended with its process */
+    log_departed(&child->peer, name, name_length, DEPARTURE_CLOSED);
+  return true;
+}
+
+/* Makes the users of ended children depart, while the lock can be had. */
+static void release_users(void) {
+  for (size_t i = 0; i < server.connections && server.ended > 0;) {
+    struct child *child = &server.children[i];
+    if (!child->ended) {
+      i++;
+      continue;
+    }
+    if (!release_user(child))
+      return;            /* the lock is busy: later */
+    remove_child(child); /* moves another child to i */
+  }
 }
 
 /* Collects every child that ended: signals coalesce, one SIGCHLD may stand
@@ -586,40 +758,58 @@ static void reap_children(void) {
         log_line("%s: process %d exited with status %d", text, (int)pid,
                  WEXITSTATUS(status));
     }
-    if (!server.shutting_down) {
-      release_user(child); /* however it ended, its user is gone */
-      if (died) /* it may have changed the room, and died before waking it */
-        shared_room_wake(server.shared);
+    /* Its part of a wave is paid; if it died, it may have died in the
+     * middle of one: the wave is given up and the next one started. */
+    shared_room_child_ended(server.shared, child->slot, died);
+    server.accept_paused = false; /* a descriptor came free */
+    if (server.shutting_down) {
+      remove_child(child);
+      continue;
     }
-    remove_child(child);
-    server.accept_paused = false; /* a place came free */
+    child->ended = true; /* however it ended, its user is gone */
+    server.ended++;
   }
+  if (!server.shutting_down)
+    release_users();
 }
 
 /* ---- Shutdown ------------------------------------------------------- */
 
-/* Reads the signals that arrived; returns SIGINT or SIGTERM if one did. */
+/* Reads the signals that arrived; returns SIGINT, SIGTERM or SIGHUP if one
+ * did. */
 static int read_signals(void) {
   int stop = 0;
   struct signalfd_siginfo info;
   while (read(server.signals, &info, sizeof info) == sizeof info) {
-    if (info.ssi_signo == SIGINT || info.ssi_signo == SIGTERM)
+    if (info.ssi_signo == SIGINT || info.ssi_signo == SIGTERM ||
+        info.ssi_signo == SIGHUP)
       stop = (int)info.ssi_signo;
   }
   reap_children();
   return stop;
 }
 
-/* SIGINT or SIGTERM: stop accepting, tell every child, wait until each has
- * said goodbye (or ended) or the grace is over, then end them all at once
- * and reap them. */
+/* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every child, wait until
+ * each has said goodbye (or ended) or the grace is over, then end them all
+ * at once and reap them. */
 static void shut_down(int signal_number) {
   server.shutting_down = true;
+  for (size_t i = 0; i < server.connections;) { /* their users go too */
+    if (server.children[i].ended)
+      remove_child(&server.children[i]);
+    else
+      i++;
+  }
   log_shutting_down(signal_number, server.connections);
   close(server.listener);
   server.listener = -1;
   long long started = now_milliseconds();
   shared_room_shut_down(server.shared);
+  /* A stopped child cannot say goodbye, and one stopped while it holds the
+   * room lock keeps every child that waits for the lock from hearing the
+   * stop: all of them go on now. */
+  for (size_t i = 0; i < server.connections; i++)
+    kill(server.children[i].pid, SIGCONT);
   long long deadline = started + SHUTDOWN_GRACE_MILLISECONDS;
   size_t goodbyes = 0;
   long long left;
@@ -659,18 +849,28 @@ static void shut_down(int signal_number) {
 
 /* ---- Setup, loop, teardown ---------------------------------------------- */
 
+/* How long the parent may wait in poll: for ever, unless accepting is
+ * paused, a departure waits for the lock, or a wave it left lines to
+ * may need giving up. */
+static int parent_wait(void) {
+  int wait = shared_room_wave_alarm(server.shared);
+  if (server.ended > 0 && (wait < 0 || wait > RELEASE_RETRY_MILLISECONDS))
+    wait = RELEASE_RETRY_MILLISECONDS;
+  if (server.accept_paused) {
+    long long left = server.accept_retry_at - now_milliseconds();
+    if (left <= 0)
+      server.accept_paused = false;
+    else if (wait < 0 || left < wait)
+      wait = (int)left;
+  }
+  return wait;
+}
+
 /* The parent waits for connections and for signals (SIGCHLD included)
  * with one poll. */
 static void run(void) {
   for (;;) {
-    int wait = -1;
-    if (server.accept_paused) {
-      long long left = server.accept_retry_at - now_milliseconds();
-      if (left <= 0)
-        server.accept_paused = false;
-      else
-        wait = (int)left;
-    }
+    int wait = parent_wait();
     struct pollfd fds[2] = {
         {.fd = server.signals, .events = POLLIN},
         {.fd = server.accept_paused ? -1 : server.listener, .events = POLLIN},
@@ -687,18 +887,24 @@ static void run(void) {
         return;
       }
     }
+    release_users(); /* any that waited for the lock */
     if (fds[1].revents & POLLIN)
       on_accept();
   }
 }
 
-/* SIGINT, SIGTERM and SIGCHLD are blocked and read from a descriptor, in
- * the loop, instead of interrupting it. */
+/* SIGINT, SIGTERM, SIGHUP and SIGCHLD are blocked and read from a
+ * descriptor, in the loop, instead of interrupting it. SIGUSR1 and SIGUSR2
+ * would end the server by default: they are ignored, here and in every
+ * child. */
 static int open_signals(void) {
+  signal(SIGUSR1, SIG_IGN);
+  signal(SIGUSR2, SIG_IGN);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   sigaddset(&signals, SIGCHLD);
   if (sigprocmask(SIG_BLOCK, &signals, NULL) < 0)
     return -1;
@@ -716,6 +922,7 @@ static void free_everything(void) {
   }
   shared_room_destroy(server.shared);
   free(server.children);
+  free(server.free_slots);
   free(server.session.scratch);
 }
 
@@ -733,16 +940,22 @@ int main(int argc, char *argv[]) {
       .scratch = malloc(scratch_size),
       .scratch_size = scratch_size,
   };
-  /* The ring holds --max-backlog bytes plus one line: a reader that many
-   * bytes behind is dropped before a writer (even one killed half-way
-   * through a line) can overwrite what it has yet to read. */
+  /* The ring holds --max-backlog bytes and RING_SLACK_BYTES more (at least
+   * as much again), plus one line: a child is judged by its backlog when it
+   * runs, long before a writer (even one killed half-way through a line)
+   * can overwrite what it has yet to read; and one the scheduler has not
+   * run yet has that much slack. */
+  size_t backlog = server.options.max_backlog;
+  size_t slack = backlog > RING_SLACK_BYTES ? backlog : RING_SLACK_BYTES;
   server.shared = shared_room_create(server.options.max_clients,
-                                     server.options.max_backlog + scratch_size);
+                                     backlog + slack + scratch_size);
   server.children = calloc(server.options.max_clients, sizeof(struct child));
+  server.free_slots = calloc(server.options.max_clients, sizeof(unsigned));
   server.signals = open_signals();
   server.parent = getpid();
   if (!server.session.scratch || !server.shared || !server.children ||
-      server.signals < 0 || pipe2(server.lifeline, O_CLOEXEC) < 0) {
+      !server.free_slots || server.signals < 0 ||
+      pipe2(server.lifeline, O_CLOEXEC) < 0) {
     fprintf(stderr, "chat-forking: cannot set up: %s\n", strerror(errno));
     free_everything();
     return 1;

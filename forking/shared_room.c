@@ -1,7 +1,8 @@
-/* The shared mapping, its robust lock, and the commit that makes every
- * change all or nothing (see shared_room.h). */
+/* The shared mapping, its robust lock, the commit that makes every change
+ * all or nothing, the lock-free reads and the wave (see shared_room.h). */
 #include "shared_room.h"
 
+#include "clock.h"
 #include "event_ring.h"
 #include "log.h"
 
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* What is in force: how far the ring is written, and which copy of the room
@@ -22,8 +24,43 @@ struct commit {
 };
 
 /* Atomics shared by processes must work without a hidden lock. */
-_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_BOOL_LOCK_FREE == 2,
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_BOOL_LOCK_FREE == 2 &&
+                   ATOMIC_LLONG_LOCK_FREE == 2,
                "lock-free atomics");
+
+/* A slot's word: what its child is doing, as far as waves are concerned.
+ * A child woken by a wave keeps the wave's number in its word until it has
+ * caught up and pays its part (shared_room_may_sleep): a single exchange
+ * both clears the mark and tells it what it owes. */
+enum {
+  SLOT_OFF = 0,      /* not in the room (or no child) */
+  SLOT_RUNNING = 1,  /* in the room, not waiting */
+  SLOT_SLEEPING = 2, /* in the room, waiting: a wave must wake it */
+};
+#define WAVE_NUMBER_MASK 0x3fffffffu /* 30 bits: the rest of a slot word */
+static unsigned slot_woken(uint32_t wave) {
+  return (wave & WAVE_NUMBER_MASK) << 2 | 3u;
+}
+static bool is_woken(unsigned word) {
+  return (word & 3u) == 3u;
+}
+static uint32_t woken_by(unsigned word) {
+  return word >> 2;
+}
+
+/* The wave word: the wave's number above, how many children it still waits
+ * for below (the one that started it counts as one until it has woken
+ * them all, so that the count cannot reach 0 while it counts). No wave runs
+ * while the count is 0. */
+static uint64_t wave_word(uint32_t number, uint32_t owing) {
+  return (uint64_t)(number & WAVE_NUMBER_MASK) << 32 | owing;
+}
+static uint32_t wave_number(uint64_t word) {
+  return (uint32_t)(word >> 32);
+}
+static uint32_t wave_owing(uint64_t word) {
+  return (uint32_t)word;
+}
 
 /* The start of the mapping. */
 struct shared_header {
@@ -31,6 +68,17 @@ struct shared_header {
   struct commit commits[2];
   atomic_uint current; /* commits[current] is in force */
   atomic_bool shutting_down;
+  /* Read without the lock. Every byte before `published` is committed;
+   * a writer may be writing bytes up to `reserved`, which is ahead of it
+   * only while a line is being written (or after a writer died doing so). */
+  _Atomic uint64_t published;
+  _Atomic uint64_t reserved;
+  /* The wave. */
+  _Atomic uint64_t wave;          /* wave_word() */
+  atomic_bool more;               /* lines published that no wave covers */
+  _Atomic long long wave_started; /* milliseconds, monotonic clock */
+  atomic_uint slots_high;         /* every slot in use is below it */
+  _Atomic uint64_t waves_started, waves_signalled; /* for the figures */
 };
 
 /* Each process's handle on the mapping: the parent fills it in before the
@@ -38,6 +86,7 @@ struct shared_header {
 struct shared_room {
   struct shared_header *header;
   size_t mapping_size;
+  atomic_uint *slots;
   struct room *rooms[2];
   size_t room_bytes;
   struct event_ring *ring;
@@ -50,7 +99,12 @@ struct shared_room {
   struct chat_text staged_name;
   uintptr_t staged_owner;
   int staged_member;
-  bool changed; /* a line was published since the lock was taken */
+  bool changed;  /* a line was published since the lock was taken */
+  bool repaired; /* the lock needed a repair: logged after unlocking */
+  /* This process published while wave `left_to` ran: its lines wait for the
+   * next wave (shared_room_wave_alarm). */
+  bool left_lines;
+  uint32_t left_to;
 };
 
 static size_t align64(size_t size) {
@@ -85,11 +139,13 @@ struct shared_room *shared_room_create(size_t max_clients,
   if (!shared)
     return NULL;
   size_t header_bytes = align64(sizeof(struct shared_header));
+  size_t slot_bytes = align64(max_clients * sizeof(atomic_uint));
   shared->room_bytes = align64(room_size(max_clients));
-  shared->mapping_size =
-      header_bytes + 2 * shared->room_bytes + event_ring_size(ring_capacity);
-  /* Shared and anonymous: no name to unlink, zero-filled, and freed when the
-   * last process that maps it is gone. */
+  shared->mapping_size = header_bytes + slot_bytes + 2 * shared->room_bytes +
+                         event_ring_size(ring_capacity);
+  /* Shared and anonymous: no name to unlink, zero-filled (every slot
+   * SLOT_OFF, no wave running), and freed when the last process that maps
+   * it is gone. */
   char *mapping = mmap(NULL, shared->mapping_size, PROT_READ | PROT_WRITE,
                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mapping == MAP_FAILED) {
@@ -114,12 +170,12 @@ struct shared_room *shared_room_create(size_t max_clients,
     errno = saved;
     return NULL;
   }
-  for (int copy = 0; copy < 2; copy++) {
-    void *memory = mapping + header_bytes + copy * shared->room_bytes;
-    shared->rooms[copy] = room_init(memory, max_clients);
-  }
-  shared->ring = event_ring_init(
-      mapping + header_bytes + 2 * shared->room_bytes, ring_capacity);
+  shared->slots = (atomic_uint *)(mapping + header_bytes);
+  char *rooms = mapping + header_bytes + slot_bytes;
+  for (int copy = 0; copy < 2; copy++)
+    shared->rooms[copy] =
+        room_init(rooms + copy * shared->room_bytes, max_clients);
+  shared->ring = event_ring_init(rooms + 2 * shared->room_bytes, ring_capacity);
   return shared;
 }
 
@@ -134,35 +190,67 @@ void shared_room_destroy(struct shared_room *shared) {
   free(shared);
 }
 
-bool shared_room_lock(struct shared_room *shared) {
-  int status = pthread_mutex_lock(&shared->header->lock);
-  bool repaired = status == EOWNERDEAD;
-  if (repaired) {
-    /* We hold the lock its dead owner left. What it committed is whole; the
-     * spare copy of the room may be half-changed: make it the right one
-     * again. Bytes it wrote past the head were never published. */
-    const struct commit *commit = in_force(shared);
-    memcpy(shared->rooms[1 - commit->room], shared->rooms[commit->room],
-           shared->room_bytes);
-    pthread_mutex_consistent(&shared->header->lock);
-    log_line("a process died holding the room lock: room repaired");
-  } else if (status != 0) {
+/* ---- The lock ------------------------------------------------------- */
+
+/* What every way of taking the lock does next. */
+static enum shared_room_locked took_lock(struct shared_room *shared,
+                                         int status) {
+  shared->staged = STAGED_NOTHING;
+  shared->changed = false;
+  shared->repaired = false;
+  if (status == 0)
+    return SHARED_ROOM_LOCKED;
+  if (status == ETIMEDOUT)
+    return SHARED_ROOM_BUSY;
+  if (status != EOWNERDEAD) {
     /* Only a lock released without pthread_mutex_consistent could fail so
      * (ENOTRECOVERABLE); this code never does that. */
     log_line("cannot lock the room: %s", strerror(status));
     abort();
   }
-  shared->staged = STAGED_NOTHING;
-  shared->changed = false;
-  return repaired;
+  /* We hold the lock its dead owner left. What it committed is whole; the
+   * spare copy of the room may be half-changed: make it the right one
+   * again. Bytes it wrote past the head were never published; if it died
+   * between its commit and publishing the head, publish it now. */
+  const struct commit *commit = in_force(shared);
+  memcpy(shared->rooms[1 - commit->room], shared->rooms[commit->room],
+         shared->room_bytes);
+  atomic_store(&shared->header->published, commit->head);
+  pthread_mutex_consistent(&shared->header->lock);
+  shared->repaired = true;
+  shared->changed = true; /* what it published may not have been woken */
+  return SHARED_ROOM_REPAIRED;
 }
 
-void shared_room_unlock(struct shared_room *shared) {
-  bool changed = shared->changed;
-  pthread_mutex_unlock(&shared->header->lock);
-  if (changed)
-    shared_room_wake(shared);
+bool shared_room_lock(struct shared_room *shared) {
+  return took_lock(shared, pthread_mutex_lock(&shared->header->lock)) ==
+         SHARED_ROOM_REPAIRED;
 }
+
+enum shared_room_locked shared_room_lock_within(struct shared_room *shared,
+                                                int milliseconds) {
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_nsec += (long)(milliseconds % 1000) * 1000000L;
+  until.tv_sec += milliseconds / 1000 + until.tv_nsec / 1000000000L;
+  until.tv_nsec %= 1000000000L;
+  return took_lock(shared, pthread_mutex_clocklock(&shared->header->lock,
+                                                   CLOCK_MONOTONIC, &until));
+}
+
+static void wake_room(struct shared_room *shared);
+
+void shared_room_unlock(struct shared_room *shared) {
+  bool changed = shared->changed, repaired = shared->repaired;
+  pthread_mutex_unlock(&shared->header->lock);
+  /* The log may block (a full pipe): never under the lock. */
+  if (repaired)
+    log_line("a process died holding the room lock: room repaired");
+  if (changed)
+    wake_room(shared);
+}
+
+/* ---- With the lock ---------------------------------------------------- */
 
 const struct room *shared_room_members(const struct shared_room *shared) {
   return shared->rooms[in_force(shared)->room];
@@ -201,11 +289,21 @@ void shared_room_publish(struct shared_room *shared, struct chat_text line) {
   unsigned now = atomic_load_explicit(&header->current, memory_order_relaxed);
   const struct commit *old = &header->commits[now];
   struct commit *next = &header->commits[1 - now];
+  /* Readers must hear that these bytes are being written before any of
+   * them is (the release fence): a reader that copied one of them then
+   * sees `reserved` past it, and knows its copy may be torn. */
+  uint64_t end = old->head + line.length;
+  /* It only grows: a writer killed half-way may have reserved more. */
+  if (end > atomic_load_explicit(&header->reserved, memory_order_relaxed))
+    atomic_store_explicit(&header->reserved, end, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
   event_ring_write(shared->ring, old->head, line.bytes, line.length);
   next->head = old->head + line.length;
   next->room = shared->staged == STAGED_NOTHING ? old->room : 1 - old->room;
   /* The commit. Release order: no store above may move below it. */
   atomic_store_explicit(&header->current, 1 - now, memory_order_release);
+  /* Then the readers may have it (sequentially consistent: see the wave). */
+  atomic_store(&header->published, next->head);
 
   /* The copy that was right until now gets the same change. Both copies
    * were equal, so the same call gives the same member. */
@@ -222,13 +320,28 @@ void shared_room_publish(struct shared_room *shared, struct chat_text line) {
   shared->changed = true;
 }
 
-int shared_room_wake_fd(const struct shared_room *shared) {
-  return shared->wake_fd;
+/* ---- Reading without the lock ----------------------------------------- */
+
+uint64_t shared_room_published(const struct shared_room *shared) {
+  return atomic_load(&shared->header->published);
 }
 
-int shared_room_stop_fd(const struct shared_room *shared) {
-  return shared->stop_fd;
+bool shared_room_copy(const struct shared_room *shared, uint64_t from,
+                      char *out, size_t length) {
+  size_t capacity = event_ring_capacity(shared->ring);
+  /* The bytes are read while writers may write the ring: a data race by
+   * the letter of C11, checked for afterwards as a seqlock does. */
+  event_ring_read(shared->ring, from, out, length);
+  atomic_thread_fence(memory_order_acquire);
+  uint64_t reserved =
+      atomic_load_explicit(&shared->header->reserved, memory_order_relaxed);
+  /* A writer writing up to `reserved` overwrites what lies a capacity
+   * before it: everything from `from` on is intact while reserved is at
+   * most a capacity ahead of it. */
+  return reserved - from <= capacity;
 }
+
+/* ---- The wave --------------------------------------------------------- */
 
 /* Writes 1 to an eventfd nobody reads: an edge for every watcher. */
 static void signal_watchers(int fd) {
@@ -244,8 +357,183 @@ static void signal_watchers(int fd) {
   }
 }
 
-void shared_room_wake(struct shared_room *shared) {
-  signal_watchers(shared->wake_fd);
+/* Counts one more child in wave `number`; false if that wave is over. */
+static bool wave_owe(struct shared_header *header, uint32_t number) {
+  uint64_t word = atomic_load(&header->wave);
+  while (wave_number(word) == number && wave_owing(word) > 0) {
+    if (atomic_compare_exchange_weak(&header->wave, &word, word + 1))
+      return true;
+  }
+  return false;
+}
+
+/* Pays one part of wave `number` (nothing if it is over or was given up);
+ * returns true when that ended it. */
+static bool wave_pay(struct shared_header *header, uint32_t number) {
+  uint64_t word = atomic_load(&header->wave);
+  while (wave_number(word) == number && wave_owing(word) > 0) {
+    if (atomic_compare_exchange_weak(&header->wave, &word, word - 1))
+      return wave_owing(word) == 1;
+  }
+  return false;
+}
+
+/* Starts waves while no wave runs and lines wait for one. The claim (the
+ * count from 0 to 1) lets one process at a time start a wave. It clears
+ * `more` before it looks at the slots: a line published after that raises
+ * it again, and this loop, or the end of the wave, starts the next wave.
+ *
+ * Why no sleeper is missed: a child says SLEEPING, then reads `published`;
+ * a writer stores `published`, then (through `more`) a wave reads the
+ * slots. All four are sequentially consistent, so either the child sees the
+ * new head (and does not sleep) or the wave sees it asleep (and wakes it). */
+static void run_waves(struct shared_room *shared) {
+  struct shared_header *header = shared->header;
+  uint64_t word = atomic_load(&header->wave);
+  while (wave_owing(word) == 0) {
+    uint32_t number = (wave_number(word) + 1) & WAVE_NUMBER_MASK;
+    if (!atomic_compare_exchange_weak(&header->wave, &word,
+                                      wave_word(number, 1)))
+      continue; /* word now holds what another process did */
+    atomic_store(&header->wave_started, now_milliseconds());
+    atomic_store(&header->more, false);
+    atomic_fetch_add_explicit(&header->waves_started, 1, memory_order_relaxed);
+    bool signal = false;
+    unsigned high = atomic_load(&header->slots_high);
+    for (unsigned slot = 0; slot < high; slot++) {
+      unsigned state = atomic_load(&shared->slots[slot]);
+      if (state == SLOT_SLEEPING) {
+        /* Counted before it is marked: woken at once, it may pay at once. */
+        if (!wave_owe(header, number))
+          break; /* given up meanwhile: its successor wakes everyone */
+        if (atomic_compare_exchange_strong(&shared->slots[slot], &state,
+                                           slot_woken(number)))
+          signal = true;
+        else
+          wave_pay(header, number); /* it woke by itself: uncounted */
+      } else if (is_woken(state) && woken_by(state) != number) {
+        /* Marked by a wave that was given up: maybe by a process that
+         * died or stopped before it wrote the eventfd. Waking everyone
+         * once more costs little; the wave does not wait for it. */
+        signal = true;
+      }
+    }
+    if (signal) {
+      signal_watchers(shared->wake_fd);
+      atomic_fetch_add_explicit(&header->waves_signalled, 1,
+                                memory_order_relaxed);
+    }
+    /* The starter's own part. A wave that found nobody asleep ends here. */
+    if (!wave_pay(header, number) || !atomic_load(&header->more))
+      return;
+    word = atomic_load(&header->wave);
+  }
+}
+
+/* Gives up wave `number` if it still runs, then starts the next. */
+static void give_up_wave(struct shared_room *shared, uint32_t number) {
+  struct shared_header *header = shared->header;
+  uint64_t word = atomic_load(&header->wave);
+  while (wave_number(word) == number && wave_owing(word) > 0) {
+    if (atomic_compare_exchange_weak(&header->wave, &word,
+                                     wave_word(number, 0)))
+      break;
+  }
+  atomic_store(&header->more, true); /* whatever it held back */
+  run_waves(shared);
+}
+
+/* After publishing: the lines go with a new wave, or wait for the next. */
+static void wake_room(struct shared_room *shared) {
+  struct shared_header *header = shared->header;
+  atomic_store(&header->more, true);
+  uint64_t word = atomic_load(&header->wave);
+  if (wave_owing(word) == 0) {
+    run_waves(shared);
+    return;
+  }
+  shared->left_lines = true;
+  shared->left_to = wave_number(word);
+  shared_room_wave_alarm(shared); /* gives it up if it is overdue */
+}
+
+int shared_room_wave_alarm(struct shared_room *shared) {
+  if (!shared->left_lines)
+    return -1;
+  struct shared_header *header = shared->header;
+  uint64_t word = atomic_load(&header->wave);
+  if (wave_owing(word) == 0 || wave_number(word) != shared->left_to) {
+    /* That wave ended: the next one, started after our lines were
+     * published, carries them. */
+    shared->left_lines = false;
+    return -1;
+  }
+  long long left = atomic_load(&header->wave_started) +
+                   WAVE_TIMEOUT_MILLISECONDS - now_milliseconds();
+  if (left > 0)
+    return (int)left;
+  shared->left_lines = false;
+  give_up_wave(shared, shared->left_to);
+  return -1;
+}
+
+void shared_room_wave_enter(struct shared_room *shared, unsigned slot) {
+  atomic_store(&shared->slots[slot], SLOT_RUNNING);
+}
+
+/* The slot's word is now `state`, which was `old`: pays what it owed. */
+static void settle(struct shared_room *shared, unsigned old) {
+  if (is_woken(old) && wave_pay(shared->header, woken_by(old)) &&
+      atomic_load(&shared->header->more))
+    run_waves(shared); /* the last of its wave: start the next one */
+}
+
+void shared_room_wave_leave(struct shared_room *shared, unsigned slot) {
+  settle(shared, atomic_exchange(&shared->slots[slot], SLOT_OFF));
+}
+
+bool shared_room_may_sleep(struct shared_room *shared, unsigned slot,
+                           uint64_t seen) {
+  settle(shared, atomic_exchange(&shared->slots[slot], SLOT_SLEEPING));
+  if (atomic_load(&shared->header->published) == seen)
+    return true;
+  shared_room_awake(shared, slot);
+  return false;
+}
+
+void shared_room_awake(struct shared_room *shared, unsigned slot) {
+  /* Woken by a wave, it keeps the mark until it has caught up. */
+  unsigned sleeping = SLOT_SLEEPING;
+  atomic_compare_exchange_strong(&shared->slots[slot], &sleeping, SLOT_RUNNING);
+}
+
+void shared_room_slots_in_use(struct shared_room *shared, unsigned high) {
+  atomic_store(&shared->header->slots_high, high);
+}
+
+void shared_room_child_ended(struct shared_room *shared, unsigned slot,
+                             bool died) {
+  settle(shared, atomic_exchange(&shared->slots[slot], SLOT_OFF));
+  if (died) {
+    uint64_t word = atomic_load(&shared->header->wave);
+    give_up_wave(shared, wave_number(word));
+  }
+}
+
+void shared_room_wave_counts(const struct shared_room *shared,
+                             uint64_t *started, uint64_t *signalled) {
+  *started = atomic_load(&shared->header->waves_started);
+  *signalled = atomic_load(&shared->header->waves_signalled);
+}
+
+/* ---- Stopping --------------------------------------------------------- */
+
+int shared_room_wake_fd(const struct shared_room *shared) {
+  return shared->wake_fd;
+}
+
+int shared_room_stop_fd(const struct shared_room *shared) {
+  return shared->stop_fd;
 }
 
 void shared_room_shut_down(struct shared_room *shared) {

@@ -3,29 +3,44 @@
  * One anonymous shared mapping, made by the parent before the first fork,
  * so that every child finds it at the same address:
  *
- *   header   the lock, two commit records, the shutdown flag
+ *   header   the lock, two commit records, the published head, the wave
+ *   slots    one word per child: is it running, asleep, or woken by a wave
  *   room 0   the room of common/room.h: the names in registration order
  *   room 1   a second copy of that room
  *   ring     the room's lines, in the room's order (event_ring.h)
  *
- * The lock is a process-shared, robust mutex. A child can die at any
- * instant, also while it holds the lock, so every change is first made
- * where nobody looks yet, then committed by one store:
+ * Writers. The lock is a process-shared, robust mutex, taken only to change
+ * the room. A child can die at any instant, also while it holds the lock, so
+ * every change is first made where nobody looks yet, then committed by one
+ * store:
  *   1. the line is written into the ring past the head; a join or a
  *      departure is made on the spare copy of the room;
  *   2. the new head, and which copy of the room is now the right one, are
  *      written in the spare commit record;
  *   3. `current` is pointed at that record: this single store is the commit;
- *   4. the other copy of the room is given the same change.
+ *   4. the new head is published to readers; the other copy of the room is
+ *      given the same change.
  * Killed before step 3, a process leaves the old state; after it, the new
  * one. The next process to take the lock hears that the owner died
- * (EOWNERDEAD) and copies the right room over the spare one, and the room is
- * whole again: no line half-written, no member half-linked.
+ * (EOWNERDEAD), copies the right room over the spare one and publishes the
+ * committed head, and the room is whole again: no line half-written, no
+ * member half-linked.
+ *
+ * Readers take no lock: they copy the ring's bytes up to the published head,
+ * then check that no writer can have overwritten what they copied (a
+ * seqlock's check, with the ring's positions as the sequence).
+ *
+ * The wake-up, a wave: whoever publishes when no wave is running starts one:
+ * it marks every child asleep in the room as woken by this wave, counts
+ * them, and writes the shared eventfd once. Lines published while a wave
+ * runs only raise a flag; the last child of the wave to catch up starts the
+ * next one, for all of them at once. So a child is woken at most once for
+ * any number of lines published while it runs. (forking/README.md draws it,
+ * with what happens to a child killed or stopped in the middle of a wave.)
  *
  * A dead child's user is then made to depart by the parent, which finds it
- * by the member's owner (the pid of the child that joined it) under the
- * lock, so that the child's own departure and the parent's can never both
- * happen. */
+ * by the member's owner (the child's slot) under the lock, so that the
+ * child's own departure and the parent's can never both happen. */
 #ifndef CHAT_SHARED_ROOM_H
 #define CHAT_SHARED_ROOM_H
 
@@ -38,8 +53,13 @@
 
 struct shared_room;
 
-/* Maps and prepares a room for max_clients members and a ring of
- * ring_capacity bytes, and the wake-up; call it before the first fork.
+/* How long a wave may run before anyone may give it up and start the next
+ * one: a child stopped (SIGSTOP) while the wave counts it would otherwise
+ * hold back every wake-up after it. */
+#define WAVE_TIMEOUT_MILLISECONDS 250
+
+/* Maps and prepares a room for max_clients members and children and a ring
+ * of ring_capacity bytes, and the wake-ups; call it before the first fork.
  * Returns NULL (errno set) when it cannot. */
 struct shared_room *shared_room_create(size_t max_clients,
                                        size_t ring_capacity);
@@ -48,10 +68,21 @@ struct shared_room *shared_room_create(size_t max_clients,
 void shared_room_destroy(struct shared_room *shared);
 
 /* Takes the lock, repairing the room first if the last owner died with it;
- * returns true when it did. */
+ * returns true when it did (shared_room_unlock logs the repair). */
 bool shared_room_lock(struct shared_room *shared);
 
-/* Releases the lock, then wakes every child if the room changed. */
+enum shared_room_locked {
+  SHARED_ROOM_LOCKED,
+  SHARED_ROOM_REPAIRED, /* locked, after a repair */
+  SHARED_ROOM_BUSY,     /* not locked: its holder kept it `milliseconds` */
+};
+/* The same, waiting at most `milliseconds`: for the parent, which must go
+ * on serving signals and newcomers when the holder is stopped. */
+enum shared_room_locked shared_room_lock_within(struct shared_room *shared,
+                                                int milliseconds);
+
+/* Releases the lock; if the room changed, wakes the room (see the wave).
+ * Logs the repair, if the lock needed one. */
 void shared_room_unlock(struct shared_room *shared);
 
 /* ---- With the lock held ---- */
@@ -79,15 +110,72 @@ void shared_room_leave(struct shared_room *shared, int member);
  * commits it, with the join or departure staged before it if any. */
 void shared_room_publish(struct shared_room *shared, struct chat_text line);
 
-/* ---- Without the lock ---- */
+/* ---- Without the lock: reading ---- */
 
-/* The wake-ups: eventfds a child watches with EPOLLIN | EPOLLET and never
- * reads; each write is an edge that wakes every watcher once. The room's
- * is written when the room changes, and watched by the children in it;
- * the stop one is written once, at shutdown, and watched by all. */
+/* The head as last published: every byte before it is committed. */
+uint64_t shared_room_published(const struct shared_room *shared);
+
+/* Copies the ring's bytes [from, from + length), from <= the published
+ * head. Returns false when a writer may have overwritten some of them
+ * before or while they were copied: the reader has lost its place. */
+bool shared_room_copy(const struct shared_room *shared, uint64_t from,
+                      char *out, size_t length);
+
+/* ---- Without the lock: the wave ----
+ *
+ * Each child has a slot, given by the parent before the fork and taken
+ * back after it is reaped. A child in the room watches the room's eventfd
+ * (EPOLLIN | EPOLLET, never read) and, around every wait:
+ *
+ *   if (shared_room_may_sleep(shared, slot, seen)) {
+ *     epoll_wait(...);
+ *     shared_room_awake(shared, slot);
+ *   }
+ *
+ * where `seen` is the published head it has copied or judged up to. */
+
+/* The child joined the room (enter) or left it (leave). */
+void shared_room_wave_enter(struct shared_room *shared, unsigned slot);
+void shared_room_wave_leave(struct shared_room *shared, unsigned slot);
+
+/* The child is about to wait: pays its part of the wave that woke it, if
+ * one did. Returns false, and the child must not wait, when a line was
+ * published after `seen`. */
+bool shared_room_may_sleep(struct shared_room *shared, unsigned slot,
+                           uint64_t seen);
+
+/* The child woke up (for any reason). */
+void shared_room_awake(struct shared_room *shared, unsigned slot);
+
+/* A process that published while a wave ran has left its lines to the next
+ * wave; if the wave in progress then stalls (a child it counts is stopped),
+ * it must give it up itself. Returns how many milliseconds it may wait
+ * before calling this again (-1: for ever: its lines are on their way),
+ * giving the wave up and starting the next if it is overdue. */
+int shared_room_wave_alarm(struct shared_room *shared);
+
+/* The parent: the highest slot in use is below `high` (waves look at the
+ * slots below it). */
+void shared_room_slots_in_use(struct shared_room *shared, unsigned high);
+
+/* The parent reaped the child of `slot`: its part of a wave is paid. If it
+ * died (killed, crashed), the wave in progress is given up and the next one
+ * started: it may have died in the middle of starting one, or between
+ * catching up and paying its part. */
+void shared_room_child_ended(struct shared_room *shared, unsigned slot,
+                             bool died);
+
+/* How many waves were started, how many wrote the eventfd (for tests and
+ * the README's figures). */
+void shared_room_wave_counts(const struct shared_room *shared,
+                             uint64_t *started, uint64_t *signalled);
+
+/* ---- Without the lock: stopping ---- */
+
+/* The stop eventfd, written once at shutdown and watched by every child,
+ * and the room's (see above). */
 int shared_room_wake_fd(const struct shared_room *shared);
 int shared_room_stop_fd(const struct shared_room *shared);
-void shared_room_wake(struct shared_room *shared);
 
 /* The server is stopping: sets the flag every child checks when it wakes,
  * and wakes them all. */
