@@ -1022,6 +1022,8 @@ def machine_cost_lines(machine, summary=None, models=(), n=None):
     tool = costs.get("latency_tool") or {}
     rows = tool.get("rows")
     source = None
+    measured_here = bool(rows)
+    pipe_ns = 0.0
     if rows:
         source = (f"chat-latency ({tool.get('note', '')}, "
                   f"{tool.get('date', '?')[:16]}, `{tool.get('source')}`)")
@@ -1043,8 +1045,9 @@ def machine_cost_lines(machine, summary=None, models=(), n=None):
         alone = method.split("alone:", 1)[1].split()[:2] \
             if "alone:" in method else []
         if len(alone) == 2 and alone[1].startswith("ns"):
+            pipe_ns = float(alone[0])
             pipe = (f" (each includes one pipe write and read, "
-                    f"{fmt_us(float(alone[0]) / 1e3)} alone)")
+                    f"{fmt_us(pipe_ns / 1e3)} alone)")
         lines.append(
             f"- **Process context switch** {ns('process_switch')}, **thread "
             f"switch** {ns('thread_switch')}{pipe}; fork + exit + wait "
@@ -1076,24 +1079,27 @@ def machine_cost_lines(machine, summary=None, models=(), n=None):
                      f"figures include it, about that much times the system "
                      f"calls per delivery (`--no-syscalls` measures without "
                      f"it).")
-    # What a switch makes of the process and thread models' CPU.
-    if summary and rows and n is not None:
+    # What switches cost the process and thread models, with this sweep's
+    # own switch figures (the pipe write and read taken out).
+    if summary and measured_here and n is not None:
         for model, row_id in (("forking", "process_switch"),
                               ("threaded", "thread_switch")):
             s = summary.get((model, n), {})
             row = rows.get(row_id)
+            if model not in models or not row:
+                continue
+            switch_us = max(row["median_ns"] - pipe_ns, 0) / 1e3
             for prefix, loop in (("", "closed"), ("open_loop_", "open")):
                 per = s.get(prefix + "switches_per_delivery")
                 cpu = s.get(prefix + "cpu_us_per_delivery")
-                if model in models and row and per and cpu:
-                    spent = per * row["median_ns"] / 1e3
+                if per and cpu and switch_us > 0:
+                    spent = per * switch_us
                     lines.append(
                         f"- {model} at N = {n:,}, {loop} loop: "
-                        f"{per:.3g} switches per delivery × "
-                        f"{fmt_us(row['median_ns'] / 1e3)} ≈ "
-                        f"{fmt_us(spent)} of its {fmt_us(cpu)} of CPU per "
-                        f"delivery (a switch measured with a pipe round "
-                        f"trip in it: an upper bound).")
+                        f"{fmt_plain(per)} switches per delivery × "
+                        f"{fmt_us(switch_us)} ≈ {fmt_us(spent)} "
+                        f"({100 * spent / cpu:.0f} %) of its {fmt_us(cpu)} "
+                        f"of CPU per delivery.")
     return lines
 
 

@@ -75,10 +75,11 @@ IDLE_SETTLE_S = 2.0  # connections idle this long before memory is read
 class Model:
     """One server: its short name, how to start it, where it comes from."""
 
-    def __init__(self, name, argv, source):
+    def __init__(self, name, argv, source, built=False):
         self.name = name
         self.argv = argv
         self.source = source
+        self.built = built  # a chat-* of the build tree, from REPO/NAME/
 
     def __repr__(self):
         return f"Model({self.name})"
@@ -105,7 +106,8 @@ def find_models(build_dir, wanted, extra=()):
         name = os.path.basename(path)[len("chat-"):]
         if (name != "load" and os.access(path, os.X_OK) and
                 speaks_spec([path])):
-            found[name] = Model(name, [path], os.path.relpath(path, REPO_DIR))
+            found[name] = Model(name, [path], os.path.relpath(path, REPO_DIR),
+                                built=True)
     for path in sorted(glob.glob(os.path.join(BENCH_DIR, "peers", "chat_*.py"))):
         name = os.path.basename(path)[len("chat_"):-len(".py")]
         if name not in found and speaks_spec([sys.executable, path]):
@@ -136,7 +138,7 @@ def heap_policy(model):
     whose sources are not here (a peer, a --server)."""
     own = glob.glob(os.path.join(REPO_DIR, model.name, "*.c"))
     header = os.path.join(REPO_DIR, "common", "os", "heap.h")
-    if not own or not model.source.startswith("build") or \
+    if not own or not model.built or \
             not os.path.exists(header):
         return None
     with open(header, errors="replace") as f:
@@ -873,7 +875,9 @@ def parse_arguments():
                         "10,100,1000 quick; 10,...,10000 full)")
     parser.add_argument("--repeats", type=int,
                         help="runs per model and N (default 1 quick, 3 full)")
-    parser.add_argument("--duration", type=float, help="seconds per window")
+    parser.add_argument("--duration", type=float,
+                        help="seconds per measured window (default 1 quick, "
+                             "5 full)")
     parser.add_argument("--max-window", type=float,
                         help="throughput: how long a window may go on to "
                              "hold enough to measure, seconds (default 5 "
@@ -890,23 +894,36 @@ def parse_arguments():
                         action="store_false",
                         help="do not measure the machine's switch, page-fault "
                              "and system-call costs")
-    parser.add_argument("--warmup", type=float, help="seconds before each")
+    parser.add_argument("--warmup", type=float,
+                        help="seconds of load before each window (default "
+                             "0.3 quick, 1 full)")
     parser.add_argument("--drain", type=float,
                         help="deadline for the last deliveries, seconds")
-    parser.add_argument("--senders", type=int, default=10)
+    parser.add_argument("--senders", type=int, default=10,
+                        help="clients that send, in both workloads "
+                             "(default %(default)s)")
     parser.add_argument("--window", type=int, default=8,
                         help="throughput: own messages in flight per sender")
-    parser.add_argument("--message-bytes", type=int, default=32)
+    parser.add_argument("--message-bytes", type=int, default=32,
+                        help="length of a message line's text (default "
+                             "%(default)s)")
     parser.add_argument("--latency-deliveries", type=float, default=20000,
                         help="latency load: deliveries per second in total, "
                              "so R = this / N messages per second")
-    parser.add_argument("--latency-max-rate", type=float, default=2000)
+    parser.add_argument("--latency-max-rate", type=float, default=2000,
+                        help="latency load: at most this many messages per "
+                             "second (default %(default)s, which small N "
+                             "reach)")
     parser.add_argument("--connect-per-client", type=float, default=None,
                         help="connect deadline: base + this * N seconds")
     parser.add_argument("--max-backlog", type=int, default=64 << 20,
                         help="the servers' --max-backlog, bytes")
-    parser.add_argument("--workloads", default="throughput,latency")
-    parser.add_argument("--build-dir", default=os.path.join(REPO_DIR, "build"))
+    parser.add_argument("--workloads", default="throughput,latency",
+                        help="chat-load's workloads after connecting "
+                             "(default %(default)s)")
+    parser.add_argument("--build-dir", default=os.path.join(REPO_DIR, "build"),
+                        help="CMake build tree with bin/chat-* and "
+                             "bin/chat-load (default: build/)")
     parser.add_argument("--out", help="results folder (default "
                         "bench/results/<date>-<host>)")
     parser.add_argument("--no-pin", action="store_true",
@@ -921,7 +938,9 @@ def parse_arguments():
     parser.add_argument("--append", action="store_true",
                         help="add to the --out folder's earlier results "
                              "(runs of the models at the N run now are replaced)")
-    parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--no-report", action="store_true",
+                        help="write runs.json only (report.py FOLDER writes "
+                             "the rest later)")
     config = parser.parse_args()
     config.mode = config.mode or "quick"
     defaults = MODES[config.mode]
