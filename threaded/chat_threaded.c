@@ -54,6 +54,7 @@
 #include "listener.h"
 #include "log.h"
 #include "options.h"
+#include "policy.h"
 #include "refuse.h"
 #include "room.h"
 #include "session.h"
@@ -75,17 +76,10 @@
 #include <time.h>
 #include <unistd.h>
 
-/* How long a closing client may take to read its last lines. */
-#define FLUSH_TIMEOUT_SECONDS 5
-/* How long shutdown waits for goodbyes to drain (SPEC.md: exit within 2 s). */
-#define SHUTDOWN_GRACE_MILLISECONDS 1500
-/* How long accepting pauses when the process runs out of descriptors (or
- * memory), unless a client's thread ends first and frees one. */
-#define ACCEPT_RETRY_MILLISECONDS 250
-/* Connections accepted in a row before the main thread looks for signals. */
-#define ACCEPT_BATCH 64
-/* Bytes read from a socket at once, into the thread's stack. */
-#define READ_CHUNK 4096
+/* The timeouts and the accepting policy every model shares are in
+ * policy.h. Bytes read from a socket at once, into the thread's stack:
+ * less than policy.h's READ_CHUNK, as every thread has its own. */
+#define THREAD_READ_CHUNK 4096
 /* A client thread's stack, beyond its read chunk and its session scratch,
  * for its calls (framer, session, room, log, printf's family, malloc, a
  * signal frame): the deepest page they touch lies 20 KiB below the stack's
@@ -579,7 +573,7 @@ static short wait_for_socket(struct client *client, short events,
 }
 
 static void read_input(struct client *client) {
-  char input[READ_CHUNK];
+  char input[THREAD_READ_CHUNK];
   ssize_t length = recv(client->fd, input, sizeof input, MSG_DONTWAIT);
   if (length > 0) {
     if (line_framer_push(&client->framer, input, (size_t)length, on_frame,
@@ -644,7 +638,7 @@ static void *client_thread(void *arg) {
   } else {
     depart(client, client->cause);
   }
-  long long deadline = now_milliseconds() + FLUSH_TIMEOUT_SECONDS * 1000LL;
+  long long deadline = now_milliseconds() + FLUSH_TIMEOUT_MILLISECONDS;
   while (finish(client, deadline))
     ;
   client_close(client);
@@ -710,10 +704,9 @@ static void on_accept_error(int error) {
     server.accept_short = false;
     return;
   }
-  if (error == EINTR || error == ECONNABORTED)
+  if (accept_error_is_transient(error))
     return;
-  if (error != EMFILE && error != ENFILE && error != ENOBUFS &&
-      error != ENOMEM) {
+  if (!accept_error_is_exhaustion(error)) {
     log_line("accept failed: %s", strerror(error));
     return;
   }
@@ -835,8 +828,8 @@ static bool set_up_signals(void) {
  * -DCHAT_DEFAULT_STACK to see it. */
 static bool set_up_threads(void) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  size_t stack = STACK_FOR_CALLS + READ_CHUNK + server.session.scratch_size +
-                 STACK_FOR_SANITIZER;
+  size_t stack = STACK_FOR_CALLS + THREAD_READ_CHUNK +
+                 server.session.scratch_size + STACK_FOR_SANITIZER;
   server.stack_size = (stack + page - 1) / page * page;
 #ifdef CHAT_DEFAULT_STACK
   server.stack_size = 8 << 20; /* glibc's default here: RLIMIT_STACK */
