@@ -406,11 +406,8 @@ static void describe_machine(void) {
 #define STEP1(x, m)                                                            \
   CHAIN_STEP(x, m)                                                             \
   __asm__ volatile("" : "+r"(x));
-#define STEP10(x, m)                                                           \
-  STEP1(x, m)                                                                  \
-  STEP1(x, m)                                                                  \
-  STEP1(x, m) STEP1(x, m) STEP1(x, m) STEP1(x, m) STEP1(x, m) STEP1(x, m)      \
-      STEP1(x, m) STEP1(x, m)
+#define STEP5(x, m) STEP1(x, m) STEP1(x, m) STEP1(x, m) STEP1(x, m) STEP1(x, m)
+#define STEP10(x, m) STEP5(x, m) STEP5(x, m)
 #define STEPS_PER_ROUND 100
 
 static uint64_t dependent_chain(long rounds) {
