@@ -34,6 +34,7 @@ the machine did meanwhile.
 import ctypes
 import os
 import platform
+import resource
 import struct
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -308,8 +309,7 @@ class SyscallCounter:
         self.method = None
         self.error = None
         self.tasks = 0
-        soft, _ = __import__("resource").getrlimit(
-            __import__("resource").RLIMIT_NOFILE)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.fd_budget = fd_budget or max(0, soft - 256 -
                                           len(os.listdir("/proc/self/fd")))
         self.breakdown_budget = breakdown_budget

@@ -169,13 +169,13 @@ def window_verdict(window, min_fanouts=MIN_FANOUTS):
     drain = window.get("drain_s", 0.0)
     why = []
     if sent < min_fanouts:
-        why.append(f"{sent:,} message(s) sent in it, fewer than "
-                   f"{min_fanouts}")
+        why.append(f"only {sent:,} message(s) sent in it (at least "
+                   f"{min_fanouts} needed)")
     if drain > seconds:
         why.append(f"its drain ({drain:.3g} s) took longer than the window")
     if not why:
         return None
-    return (f"stalled: {' and '.join(why)}; seen: {sent:,} messages sent and "
+    return (f"stalled: {', and '.join(why)}; seen: {sent:,} messages sent and "
             f"{window.get('deliveries', 0):,} deliveries in a "
             f"{seconds:.3g} s window"
             + (" (extended as far as allowed)" if window.get("extended")
@@ -954,28 +954,37 @@ def open_loop_table(models, points, summary):
                   "Syscalls / delivery", "Switches / delivery"], rows)
 
 
-def syscall_breakdown(models, points, summary):
+def syscall_breakdown(models, points, summary, clients):
     """The system calls per delivery by call, where the per-call counters
-    were attached (a tree of few tasks), open and closed loop."""
+    were attached (a tree of few tasks), open and closed loop: at the N of
+    points, or for a model counted call by call at none of them (too many
+    tasks), at the largest N where it was."""
+    chosen = []
+    for model in models:
+        counted = [n for n in clients
+                   if summary.get((model, n), {}).get("syscalls_by_call") or
+                   summary.get((model, n), {}).get(
+                       "open_loop_syscalls_by_call")]
+        at = [n for n in points if n in counted] or counted[-1:]
+        chosen += [(n, model) for n in at]
     rows = []
-    for n in points:
-        for model in models:
-            s = summary.get((model, n), {})
-            for label, prefix in (("open", "open_loop_"), ("closed", "")):
-                calls = s.get(prefix + "syscalls_by_call")
-                if not calls:
-                    continue
-                ranked = sorted(((v, k) for k, v in calls.items()
-                                 if k != "other" and v >= 0.005),
-                                reverse=True)
-                text = ", ".join(f"{name} {value:.3g}"
-                                 for value, name in ranked[:8])
-                if calls.get("other", 0) >= 0.005:
-                    text += f", other {calls['other']:.3g}"
-                rows.append((model, f"{n:,}", label,
-                             fmt_plain(s.get(prefix +
-                                             "syscalls_per_delivery")),
-                             text or "—"))
+    for n, model in sorted(chosen, key=lambda p: (p[0], models.index(p[1]))):
+        s = summary.get((model, n), {})
+        for label, prefix in (("open", "open_loop_"), ("closed", "")):
+            calls = s.get(prefix + "syscalls_by_call")
+            if not calls:
+                continue
+            ranked = sorted(((v, k) for k, v in calls.items()
+                             if k != "other" and v >= 0.005),
+                            reverse=True)
+            text = ", ".join(f"{name} {value:.3g}"
+                             for value, name in ranked[:8])
+            if calls.get("other", 0) >= 0.005:
+                text += f", other {calls['other']:.3g}"
+            rows.append((model, f"{n:,}", label,
+                         fmt_plain(s.get(prefix +
+                                         "syscalls_per_delivery")),
+                         text or "—"))
     if not rows:
         return None
     return table(["Model", "N", "Loop", "Syscalls / delivery",
@@ -1149,16 +1158,26 @@ def update_readme(folder, readme):
         "",
         c10k_table(models, n, summary),
         "",
+        *([("**Stalled**: the throughput window held too little to "
+            "measure; what was seen:"), ""]
+          + stalled_notes(models, [n], summary) + [""]
+          if stalled_notes(models, [n], summary) else []),
         what_the_numbers_say(models, n, summary),
         f"![User-space memory per idle connection]"
         f"({where}/charts/memory-user.png)",
         "",
-        f"More charts: [kernel memory]({where}/charts/memory-kernel.svg), "
-        f"[CPU per delivery]({where}/charts/cpu-per-delivery.svg), "
-        f"[deliveries per second]({where}/charts/deliveries.svg), "
-        f"[p99 latency]({where}/charts/latency-p99.svg), "
-        f"[connect time]({where}/charts/connect.svg), "
-        f"[tasks]({where}/charts/tasks.svg).",
+        "More charts: " + ", ".join(
+            f"[{label}]({where}/charts/{name}.svg)" for label, name in (
+                ("kernel memory", "memory-kernel"),
+                ("CPU per delivery", "cpu-per-delivery"),
+                ("in open loop", "cpu-per-delivery-open-loop"),
+                ("system calls per delivery", "syscalls-per-delivery"),
+                ("in open loop", "syscalls-per-delivery-open-loop"),
+                ("deliveries per second", "deliveries"),
+                ("p99 latency", "latency-p99"),
+                ("connect time", "connect"), ("tasks", "tasks"))
+            if os.path.exists(os.path.join(folder, "charts", name + ".svg")))
+        + ".",
         README_END])
     with open(readme) as f:
         text = f.read()
@@ -1241,8 +1260,8 @@ def what_the_numbers_say(models, n, summary):
                          f"loop")
         if s.get("throughput_stalled_runs") and \
                 s.get("cpu_us_per_delivery") is None:
-            parts.append("no rate: its throughput window stalled "
-                         f"({s['throughput_stalled']})")
+            parts.append("no rate: its throughput window "
+                         f"{s['throughput_stalled']}")
         lines.append(f"- **{model}**, with {fmt_count(s.get('tasks'))} "
                      f"task(s): " + ", ".join(parts) + ".")
     return "\n".join(lines) + "\n"
@@ -1395,7 +1414,7 @@ def render_markdown(results, models, clients, summary, runs, charts,
         say("*Behind*: the server ended the open-loop window more than a "
             "window behind its schedule, so the window measured it catching "
             "up, not serving the schedule: " + "; ".join(behind) + ".\n")
-    breakdown = syscall_breakdown(models, points, summary)
+    breakdown = syscall_breakdown(models, points, summary, clients)
     if breakdown:
         say("System calls per delivery by call (counted one by one where "
             "the server has few enough tasks for a counter per call and "
