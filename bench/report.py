@@ -619,7 +619,7 @@ def y_axis(values, si):
     low, high = min(values) / 1.5, max(values) * 1.5
     first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
     tics = []
-    for steps in ((1,), (1, 2, 5)):  # 2 and 5 too when decades are few
+    for steps in ((1,), (1, 2, 5), range(1, 10)):  # finer when few
         tics = [m * 10.0 ** d for d in range(first, last + 1) for m in steps]
         tics = [t for t in tics if low <= t <= high]
         if len(tics) >= 3:
