@@ -845,6 +845,12 @@ static void shut_down(int signal_number) {
   server.connections = 0;
   log_line("%zu children ended after %lld ms", children,
            now_milliseconds() - started);
+  struct shared_room_waves waves = shared_room_wave_counts(server.shared);
+  log_line("room: %llu bytes of lines, %llu waves (%llu woke someone, %llu "
+           "given up)",
+           (unsigned long long)waves.bytes, (unsigned long long)waves.started,
+           (unsigned long long)waves.signalled,
+           (unsigned long long)waves.given_up);
 }
 
 /* ---- Setup, loop, teardown ---------------------------------------------- */

@@ -78,7 +78,9 @@ struct shared_header {
   atomic_bool more;               /* lines published that no wave covers */
   _Atomic long long wave_started; /* milliseconds, monotonic clock */
   atomic_uint slots_high;         /* every slot in use is below it */
-  _Atomic uint64_t waves_started, waves_signalled; /* for the figures */
+  /* For the figures: waves started, those that wrote the eventfd, those
+   * given up. */
+  _Atomic uint64_t waves_started, waves_signalled, waves_given_up;
 };
 
 /* Each process's handle on the mapping: the parent fills it in before the
@@ -436,8 +438,11 @@ static void give_up_wave(struct shared_room *shared, uint32_t number) {
   uint64_t word = atomic_load(&header->wave);
   while (wave_number(word) == number && wave_owing(word) > 0) {
     if (atomic_compare_exchange_weak(&header->wave, &word,
-                                     wave_word(number, 0)))
+                                     wave_word(number, 0))) {
+      atomic_fetch_add_explicit(&header->waves_given_up, 1,
+                                memory_order_relaxed);
       break;
+    }
   }
   atomic_store(&header->more, true); /* whatever it held back */
   run_waves(shared);
@@ -520,10 +525,15 @@ void shared_room_child_ended(struct shared_room *shared, unsigned slot,
   }
 }
 
-void shared_room_wave_counts(const struct shared_room *shared,
-                             uint64_t *started, uint64_t *signalled) {
-  *started = atomic_load(&shared->header->waves_started);
-  *signalled = atomic_load(&shared->header->waves_signalled);
+struct shared_room_waves
+shared_room_wave_counts(const struct shared_room *shared) {
+  struct shared_header *header = shared->header;
+  return (struct shared_room_waves){
+      .started = atomic_load(&header->waves_started),
+      .signalled = atomic_load(&header->waves_signalled),
+      .given_up = atomic_load(&header->waves_given_up),
+      .bytes = atomic_load(&header->published),
+  };
 }
 
 /* ---- Stopping --------------------------------------------------------- */

@@ -165,10 +165,14 @@ void shared_room_slots_in_use(struct shared_room *shared, unsigned high);
 void shared_room_child_ended(struct shared_room *shared, unsigned slot,
                              bool died);
 
-/* How many waves were started, how many wrote the eventfd (for tests and
- * the README's figures). */
-void shared_room_wave_counts(const struct shared_room *shared,
-                             uint64_t *started, uint64_t *signalled);
+/* What the waves did since the start, for the log and the README's
+ * figures: waves started, those that wrote the eventfd (the others found
+ * nobody asleep), those given up, and the bytes of lines published. */
+struct shared_room_waves {
+  uint64_t started, signalled, given_up, bytes;
+};
+struct shared_room_waves
+shared_room_wave_counts(const struct shared_room *shared);
 
 /* ---- Without the lock: stopping ---- */
 
