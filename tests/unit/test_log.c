@@ -10,10 +10,12 @@
  * whole or not at all, every line is accounted for: the lines read plus N
  * make the lines logged. The child also checks that descriptor 2's own
  * flags (shared with whoever started it) were left alone. Then a regular
- * file, which takes everything, and --quiet, which takes nothing. */
+ * file, which takes everything (and shows the departure causes' words), and
+ * --quiet, which takes nothing. */
 #include "check.h"
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -283,6 +285,13 @@ static struct byte_buffer run_with_file(bool quiet) {
     dup2(fd, STDERR_FILENO);
     log_open(quiet);
     log_lines("file", LINES_PER_PROCESS);
+    struct sockaddr_in address = {.sin_family = AF_INET,
+                                  .sin_port = htons(5000),
+                                  .sin_addr.s_addr = htonl(0x7F000001)};
+    struct peer_address peer = peer_address_from((struct sockaddr *)&address);
+    log_departed(&peer, "ada", 3, DEPARTURE_ERROR);
+    log_departed(&peer, "bob", 3, DEPARTURE_SLOW);
+    log_departed(&peer, NULL, 0, DEPARTURE_FAILED);
     log_line("final");
     _exit(0);
   }
@@ -308,6 +317,11 @@ static void test_regular_file_takes_everything(void) {
   CHECK(count_text(&text, " line ") == LINES_PER_PROCESS);
   CHECK(dropped_count(&text) == -1);
   CHECK(count_text(&text, "final") == 1);
+  /* A departure's cause: out of memory is not "slow", nor "error". */
+  CHECK(count_text(&text, "127.0.0.1:5000 (ada) departed: out of memory\n") ==
+        1);
+  CHECK(count_text(&text, "127.0.0.1:5000 (bob) departed: slow\n") == 1);
+  CHECK(count_text(&text, "127.0.0.1:5000 left: failed\n") == 1);
   buffer_free(&text);
 }
 
