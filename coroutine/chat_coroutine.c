@@ -249,11 +249,24 @@ static void watch_output(struct client *client, bool on) {
   client->watching_output = on;
 }
 
+static void on_heap_timer(struct loop *loop, struct loop_timer *timer);
+
+/* Output buffers and connections come and go; their heap is kept meanwhile
+ * (heap.h), and the heap timer gives it back once the process is quiet.
+ * Once per turn that did such work, not per line: it reads the clock. */
+static void note_busy(struct loop *loop) {
+  heap_note_busy();
+  if (!loop_timer_pending(&server.heap_timer))
+    loop_timer_start(loop, &server.heap_timer, loop_now(loop) + heap_wait(-1),
+                     on_heap_timer, NULL);
+}
+
 /* The loop's before-sleep hook: every client given output this turn gets
  * one send for all of it. */
 static void write_pending(struct loop *loop, void *data) {
-  (void)loop;
   (void)data;
+  if (!server.pending)
+    return;
   while (server.pending) {
     struct client *client = server.pending;
     server.pending = client->next_pending;
@@ -261,9 +274,8 @@ static void write_pending(struct loop *loop, void *data) {
     if (client->state != CLIENT_DROPPED)
       write_output(client);
   }
+  note_busy(loop);
 }
-
-static void on_heap_timer(struct loop *loop, struct loop_timer *timer);
 
 /* Queues bytes for one client, unless that would leave more than
  * --max-backlog bytes waiting for it: then it is dropped instead, and
@@ -290,11 +302,6 @@ static void queue_output(struct client *client, const char *bytes,
     client->next_pending = server.pending;
     server.pending = client;
   }
-  heap_note_busy();
-  if (!loop_timer_pending(&server.heap_timer))
-    loop_timer_start(server.loop, &server.heap_timer,
-                     loop_now(server.loop) + heap_wait(-1), on_heap_timer,
-                     NULL);
 }
 
 /* Once the process has been quiet for a second, freed heap goes back
@@ -434,7 +441,7 @@ static void client_close(struct client *client) {
   byte_buffer_release(&client->output);
   free(client);
   server.connections--;
-  heap_note_busy();
+  note_busy(server.loop);
   if (server.accept_paused)
     task_wake(server.acceptor);
   if (server.shutting_down && server.connections == 0 && !server.acceptor)
@@ -475,7 +482,7 @@ static void on_accept(int fd, const struct sockaddr *address) {
     server.first = client;
   server.last = client;
   server.connections++;
-  heap_note_busy();
+  note_busy(server.loop);
   log_accepted(&peer);
 }
 
