@@ -1428,7 +1428,8 @@ def render_markdown(results, models, clients, summary, runs, charts,
 
     say("## Heap policy\n")
     say("How each model's heap gives freed memory back (common/os/heap.h); "
-        "it moves the memory and CPU figures, so it is stated per model:\n")
+        "it moves the memory and CPU figures, so it is stated per model, as "
+        "the sweep read it from the checkout's sources when it ran:\n")
     say("\n".join(heap_policy_lines(results, models)) + "\n")
 
     # Where each model broke.
