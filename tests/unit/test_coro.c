@@ -28,16 +28,35 @@
 /* ---- Ping-pong ------------------------------------------------------ */
 
 static long ball;
+static double floating;
 
+/* Locals live across a switch sit in callee-saved registers (aarch64 has
+ * floating-point ones, d8-d15): each side keeps an integer and a double. */
 static void ping(void *arg) {
   long rounds = (long)(intptr_t)arg;
-  long mine = 0; /* a local that must survive every switch */
+  long mine = 0;
+  double mine_too = 1.0;
   for (long i = 0; i < rounds; i++) {
     mine += 2;
+    mine_too *= 1.5;
+    if (mine_too > 1e6)
+      mine_too = 1.0 + (double)i;
     ball = ball * 2 + 1; /* the caller checks and answers */
     coro_yield();
   }
   ball = -mine;
+  floating = mine_too;
+}
+
+/* What ping's double ends as, computed without switching. */
+static double expected_double(long rounds) {
+  double value = 1.0;
+  for (long i = 0; i < rounds; i++) {
+    value *= 1.5;
+    if (value > 1e6)
+      value = 1.0 + (double)i;
+  }
+  return value;
 }
 
 static void ping_pong(void) {
@@ -46,8 +65,10 @@ static void ping_pong(void) {
   CHECK(coro != NULL);
   CHECK(coro_current() == NULL);
   bool in_order = true;
+  double mine = 0.25;
   for (long i = 0; i < rounds; i++) {
     ball = i;
+    mine = mine * 3.0 > 1e9 ? 0.25 : mine * 3.0;
     coro_resume(coro);
     in_order &= ball == i * 2 + 1 && !coro_finished(coro);
   }
@@ -55,6 +76,11 @@ static void ping_pong(void) {
   coro_resume(coro);
   CHECK(coro_finished(coro));
   CHECK(ball == -2 * rounds);
+  CHECK(floating == expected_double(rounds));
+  double check = 0.25;
+  for (long i = 0; i < rounds; i++)
+    check = check * 3.0 > 1e9 ? 0.25 : check * 3.0;
+  CHECK(mine == check);
   coro_destroy(coro);
 }
 
