@@ -50,6 +50,7 @@
 #include "listener.h"
 #include "log.h"
 #include "options.h"
+#include "policy.h"
 #include "protocol.h"
 #include "refuse.h"
 #include "room.h"
@@ -76,17 +77,6 @@
 #include <sanitizer/lsan_interface.h>
 #endif
 
-/* How long a closing client may take to read its last lines. */
-#define FLUSH_TIMEOUT_SECONDS 5
-/* How long the parent waits for every child to say goodbye before it ends
- * them all (SPEC.md: exit within 2 s). */
-#define SHUTDOWN_GRACE_MILLISECONDS 1500
-/* How long accepting pauses when the process runs out of descriptors. */
-#define ACCEPT_RETRY_MILLISECONDS 250
-/* Connections accepted per turn of the parent's loop. */
-#define ACCEPT_BATCH 64
-/* Bytes read from a socket at a time. */
-#define READ_CHUNK 4096
 /* Room lines copied into a child's output at a time, and copies (each
  * followed by a send) per turn of its loop. */
 #define COPY_CHUNK (64 * 1024)
@@ -286,10 +276,10 @@ static bool copy_lines(struct client *client, size_t length) {
 static void pump(struct client *client) {
   for (int turn = 0; turn < PUMP_TURNS && client->state == CLIENT_OPEN;
        turn++) {
-    if (client->in_room && pending(client) == 0) {
+    if (client->in_room) {
       client->seen = shared_room_published(server.shared);
       size_t behind = (size_t)(client->seen - client->cursor);
-      if (behind > 0 &&
+      if (behind > 0 && pending(client) == 0 &&
           !copy_lines(client, behind < COPY_CHUNK ? behind : COPY_CHUNK))
         return;
     }
@@ -434,7 +424,7 @@ static void join_room(struct client *client, struct chat_text name) {
   client->in_room = true;
   shared_room_wave_enter(server.shared, client->slot);
   if (!watch_wake_up(client, shared_room_wake_fd(server.shared)))
-    drop_client(client, DEPARTURE_ERROR); /* out of memory, for epoll */
+    drop_client(client, DEPARTURE_FAILED);
 }
 
 /* Carries out one step of the session logic. Returns false when the client
@@ -559,7 +549,7 @@ static void serve(struct client *client) {
     struct epoll_event events[3];
     int ready = wait_for_events(client, events, 3);
     if (ready < 0 && errno != EINTR)
-      drop_client(client, DEPARTURE_ERROR);
+      drop_client(client, DEPARTURE_FAILED);
     if (shared_room_is_shutting_down(server.shared))
       say_goodbye(client);
     for (int i = 0; i < ready; i++) {
@@ -578,8 +568,7 @@ static void serve(struct client *client) {
     close(client->fd);
     return;
   }
-  close_after_flush(client,
-                    now_milliseconds() + FLUSH_TIMEOUT_SECONDS * 1000LL);
+  close_after_flush(client, now_milliseconds() + FLUSH_TIMEOUT_MILLISECONDS);
 }
 
 /* The start of a child: it serves one connection, and must not outlive the
@@ -670,11 +659,9 @@ static void on_accept(void) {
     if (fd < 0) {
       /* Out of descriptors (or memory), the listener would be ready again
        * at once and spin: pause it for a moment. */
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-          errno == ENOMEM)
+      if (accept_error_is_exhaustion(errno))
         pause_accepting(strerror(errno));
-      else if (errno != EAGAIN && errno != EWOULDBLOCK &&
-               errno != ECONNABORTED && errno != EINTR)
+      else if (!accept_error_is_transient(errno))
         log_line("accept failed: %s", strerror(errno));
       return;
     }
@@ -719,8 +706,8 @@ static bool release_user(const struct child *child) {
     shared_room_publish(server.shared, step.room_line);
   }
   shared_room_unlock(server.shared);
-  if (member >= 0) /* its connection ended with its process */
-    log_departed(&child->peer, name, name_length, DEPARTURE_CLOSED);
+  if (member >= 0)
+    log_departed(&child->peer, name, name_length, DEPARTURE_FAILED);
   return true;
 }
 
