@@ -79,22 +79,24 @@ enum client_state {
 };
 
 struct client {
+  /* What a broadcast touches for each recipient, in one cache line: */
+  struct byte_buffer output;   /* what its socket has not taken yet */
+  size_t sent;                 /* bytes of `output` already sent */
+  struct client *next_pending; /* given output this turn */
   int fd;
-  struct task *task;              /* its coroutine, running serve_client */
-  struct client *previous, *next; /* every client */
-  struct client *next_pending;    /* given output this turn */
-  struct byte_buffer output;      /* what its socket has not taken yet */
-  size_t sent;                    /* bytes of `output` already sent */
-  long long login_deadline;       /* monotonic ms; 0 once registered */
-  struct line_framer framer;
-  struct session session;
-  struct peer_address peer;
-  int member;           /* index in the room while registered */
   unsigned char state;  /* enum client_state */
-  unsigned char cause;  /* enum departure_cause, once not open */
   bool pending;         /* on server.pending */
   bool watching_output; /* the loop waits for its socket to take more */
   bool ran;             /* ran since its stack was last trimmed */
+  /* The rest: */
+  unsigned char cause;            /* enum departure_cause, once not open */
+  int member;                     /* index in the room while registered */
+  struct task *task;              /* its coroutine, running serve_client */
+  struct client *previous, *next; /* every client */
+  long long login_deadline;       /* monotonic ms */
+  struct line_framer framer;
+  struct session session;
+  struct peer_address peer;
 };
 
 static struct server {
