@@ -710,12 +710,12 @@ static void on_accept_error(int error) {
     log_line("accept failed: %s", strerror(error));
     return;
   }
-  if (!server.accept_short)
+  if (!server.accept_short) {
     log_line("accept paused: %s; clients wait until one leaves",
              strerror(error));
-  if (!server.accept_short)
+    server.accept_short = true;
     server.short_accepted = 0;
-  server.accept_short = true;
+  }
   server.accept_paused = true;
   server.accept_retry = now_milliseconds() + ACCEPT_RETRY_MILLISECONDS;
 }
