@@ -21,6 +21,7 @@
 	.p2align 4
 coro_switch:
 	.cfi_startproc
+/* slide: switch */
 	pushq	%rbp
 	pushq	%rbx
 	pushq	%r12
@@ -36,6 +37,7 @@ coro_switch:
 	popq	%rbx
 	popq	%rbp
 	ret
+/* end slide */
 	.cfi_endproc
 	.size	coro_switch, .-coro_switch
 
