@@ -4,7 +4,8 @@
 #
 #   demo/classroom.sh MODEL [--bots N] [--rate LINES_PER_S] [options]
 #
-#   MODEL            forking, threaded or evented (chat-MODEL in build/bin)
+#   MODEL            forking, threaded, evented or coroutine (chat-MODEL in
+#                    build/bin)
 #   --bots N         bots at the top of a wave (default 100)
 #   --rate R         lines per second from all bots together (default 2)
 #   --wave S         seconds per wave of leaving and coming back (default 60,
@@ -61,9 +62,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$model" in
-  forking|threaded|evented) ;;
+  forking|threaded|evented|coroutine) ;;
   "") usage >&2; exit 2 ;;
-  *) echo "classroom: MODEL is forking, threaded or evented, not '$model'" >&2
+  *) echo "classroom: MODEL is forking, threaded, evented or coroutine, not '$model'" >&2
      exit 2 ;;
 esac
 for number in "$bots" "$port" "$duration"; do
