@@ -31,7 +31,7 @@
  * delays everyone. Each stack is a fixed size chosen by measurement: a call
  * deeper than it dies on the guard page (a clean SIGSEGV, never silent
  * corruption). Each stack is two memory mappings: vm.max_map_count (65,530
- * by default) caps the connections near 30,000. And a coroutine must never
+ * by default) caps the connections near 32,000. And a coroutine must never
  * block the thread: a blocking call would stop every session at once. */
 #include "byte_buffer.h"
 #include "clock.h"
