@@ -4,8 +4,10 @@
  * same figures scaled so that one CPU cycle lasts one second: then a memory
  * access is minutes and a disk or network wait is days to years. This
  * program measures those figures here, and then the costs that decide
- * between the three chat servers: a process switch, a thread switch,
- * fork, pthread_create, and one wake-up of an event loop.
+ * between the four chat servers: a process switch, a thread switch, a
+ * coroutine switch (coroutine/coro.c, linked as it is), fork,
+ * pthread_create, one wake-up of an event loop, and one turn of
+ * coroutine/loop.c with nothing ready.
  *
  * Method, for every row: the operation is repeated many times; a row is the
  * median of many samples (a sample is one operation, or for operations too
@@ -42,6 +44,11 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+
+#ifdef CHAT_LATENCY_CORO /* the coroutine rows: coroutine/coro.c, loop.c */
+#include "coro.h"
+#include "loop.h"
+#endif
 
 #define KIB 1024.0
 #define MIB (1024.0 * 1024.0)
@@ -84,10 +91,12 @@ enum {
   ROW_INTERNET,
   ROW_PROCESS_SWITCH,
   ROW_THREAD_SWITCH,
+  ROW_CORO_SWITCH,
   ROW_FORK,
   ROW_PTHREAD,
   ROW_EPOLL,
   ROW_LIBEVENT,
+  ROW_LOOP_TURN,
   ROW_COUNT
 };
 
@@ -120,12 +129,16 @@ static struct row rows[ROW_COUNT] = {
                                "Process context switch", NULL, NULL, NULL),
     [ROW_THREAD_SWITCH] =
         ROW("model", "thread_switch", "Thread switch", NULL, NULL, NULL),
+    [ROW_CORO_SWITCH] =
+        ROW("model", "coroutine_switch", "Coroutine switch", NULL, NULL, NULL),
     [ROW_FORK] = ROW("model", "fork", "fork + exit + wait", NULL, NULL, NULL),
     [ROW_PTHREAD] =
         ROW("model", "pthread", "pthread_create + join", NULL, NULL, NULL),
     [ROW_EPOLL] = ROW("model", "epoll", "epoll wake-up", NULL, NULL, NULL),
     [ROW_LIBEVENT] =
         ROW("model", "libevent", "libevent wake-up", NULL, NULL, NULL),
+    [ROW_LOOP_TURN] = ROW("model", "loop_turn",
+                          "Event loop turn, nothing ready", NULL, NULL, NULL),
 };
 
 static void progress(const char *what) {
@@ -1327,6 +1340,120 @@ static void measure_libevent(void) {
   close(state.pair[1]);
 }
 
+/* ---- Coroutines: coroutine/coro.c and loop.c ------------------------- */
+
+#ifdef CHAT_LATENCY_CORO
+/* Two coroutines of chat-coroutine's own code (coroutine/coro.c, linked,
+ * not copied) play ping-pong: `ping` resumes `pong`, which yields straight
+ * back. A resume and a yield are two one-way switches, as a pipe's round
+ * trip is two for the thread and process rows; nothing else is done, so the
+ * row is the switch alone (registers and stack pointer, no system call).
+ * Wall time, as coro-bench and the other switch rows: a sample is a batch
+ * of about a millisecond, and the median drops the few a busy machine
+ * preempts. (This thread's CPU time, tried on the project's VM, agreed on
+ * the median but read some batches at half of it.) */
+static struct coro *pong;
+
+static void pong_body(void *arg) {
+  (void)arg;
+  for (;;) {
+    coro_yield();
+  }
+}
+
+static void ping_body(void *arg) {
+  (void)arg;
+  const long rounds = 50000; /* 100,000 switches: about a millisecond */
+  for (int i = 0; i < 1000; i++) {
+    coro_resume(pong); /* warm up */
+  }
+  struct budget b = budget(1, 2000);
+  while (budget_left(&b)) {
+    double t0 = now_ns();
+    for (long i = 0; i < rounds; i++) {
+      coro_resume(pong);
+    }
+    sample_add((now_ns() - t0) / (2.0 * rounds), 2 * rounds);
+  }
+}
+
+static void measure_coroutine_switch(void) {
+  progress("coroutine switch");
+  samples_reset();
+  struct coro *ping = coro_create(ping_body, NULL, 64 * 1024);
+  pong = coro_create(pong_body, NULL, 64 * 1024);
+  if (!ping || !pong) {
+    fail("coro_create");
+  }
+  coro_resume(ping); /* takes every sample, then returns */
+  coro_destroy(ping);
+  coro_destroy(pong); /* suspended in its yield: discarded as it is */
+  samples_to_row(&rows[ROW_CORO_SWITCH]);
+  snprintf(rows[ROW_CORO_SWITCH].method, sizeof rows[0].method,
+           "two coroutines of coroutine/coro.c (64 KiB stacks) play "
+           "ping-pong: one resumes the other, which yields back; per one-way "
+           "switch, %s",
+           CHAT_LATENCY_CORO_SWITCH);
+}
+
+/* One turn of chat-coroutine's loop (coroutine/loop.c) when nothing is
+ * ready: loop_turn(loop, 0), that is epoll_wait with a zero timeout, a
+ * clock read and the timer check, with one idle socket watched. What the
+ * loop pays per turn before any connection's work. Wall time, as the
+ * switch. */
+static void on_idle_socket(struct loop *loop, int fd, void *data, int ready) {
+  (void)loop;
+  (void)fd;
+  (void)data;
+  (void)ready;
+  errno = EPROTO;
+  fail("an idle socket fired");
+}
+
+static void measure_loop_turn(void) {
+  progress("event loop turn");
+  int pair[2];
+  struct loop *loop = loop_create(1024);
+  if (!loop || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0 ||
+      !loop_watch(loop, pair[0], LOOP_READABLE, on_idle_socket, NULL)) {
+    fail("loop_create/socketpair/loop_watch");
+  }
+  const long batch = 10000; /* about a millisecond */
+  for (int i = 0; i < 1000; i++) {
+    loop_turn(loop, 0); /* warm up */
+  }
+  samples_reset();
+  struct budget b = budget(0.6, 4000);
+  while (budget_left(&b)) {
+    double t0 = now_ns();
+    for (long i = 0; i < batch; i++) {
+      if (loop_turn(loop, 0) < 0) {
+        fail("loop_turn");
+      }
+    }
+    sample_add((now_ns() - t0) / batch, batch);
+  }
+  samples_to_row(&rows[ROW_LOOP_TURN]);
+  snprintf(rows[ROW_LOOP_TURN].method, sizeof rows[0].method,
+           "loop_turn(loop, 0) of coroutine/loop.c with one idle socket "
+           "watched: epoll_wait with a zero timeout, nothing ready, a clock "
+           "read, the timer check");
+  loop_destroy(loop);
+  close(pair[0]);
+  close(pair[1]);
+}
+#else
+static void measure_coroutine_switch(void) {
+  snprintf(rows[ROW_CORO_SWITCH].method, sizeof rows[0].method,
+           "not measured: chat-latency was built without coroutine/");
+}
+
+static void measure_loop_turn(void) {
+  snprintf(rows[ROW_LOOP_TURN].method, sizeof rows[0].method,
+           "not measured: chat-latency was built without coroutine/");
+}
+#endif
+
 /* ---- Output ------------------------------------------------------------ */
 
 static void format_ns(double ns, char *text, size_t size) {
@@ -1420,7 +1547,7 @@ static void write_markdown(FILE *out, double seconds) {
                "column of latency.csv.\n\n");
   fprintf(out, "## Why async? I/O is slow\n\n");
   print_table(out, "talk");
-  fprintf(out, "\n## What the three server models pay\n\n");
+  fprintf(out, "\n## What the four server models pay\n\n");
   print_table(out, "model");
   fprintf(out, "\n## Latency by working-set size\n\n"
                "A dependent load over a random cycle through N bytes: the "
@@ -1592,8 +1719,10 @@ int main(int argc, char *argv[]) {
     measure_fork();
     measure_pthread();
     measure_switches();
+    measure_coroutine_switch();
     measure_epoll();
     measure_libevent();
+    measure_loop_turn();
     measure_memory_hierarchy();
     measure_storage();
     measure_loopback();
@@ -1605,7 +1734,7 @@ int main(int argc, char *argv[]) {
   write_file("latency_sweep.csv", seconds);
   printf("Why async? I/O is slow (one CPU cycle scaled to one second)\n\n");
   print_table(stdout, "talk");
-  printf("\nWhat the three server models pay\n\n");
+  printf("\nWhat the four server models pay\n\n");
   print_table(stdout, "model");
   printf("\nWritten: latency.md, latency.csv and latency_sweep.csv in %s "
          "(%.0f s)\n",

@@ -12,8 +12,12 @@ foreach(name latency.md latency.csv)
   endif()
 endforeach()
 file(READ ${OUT}/latency.csv csv)
-foreach(id cycle l1 l2 memory disk_sync disk_read loopback process_switch
+set(ids cycle l1 l2 memory disk_sync disk_read loopback process_switch
     thread_switch fork pthread epoll libevent)
+if(CORO_ROWS) # chat-latency linked coroutine/'s coro.c and loop.c
+  list(APPEND ids coroutine_switch loop_turn)
+endif()
+foreach(id IN LISTS ids)
   if(NOT csv MATCHES "\n[a-z]+,${id},[^\n]*,[0-9.]+,[0-9.]+,[0-9]+,")
     message(FATAL_ERROR "latency.csv has no figure for ${id}:\n${csv}")
   endif()
