@@ -113,7 +113,7 @@ static struct server {
   struct client *dropped;
   size_t connections;
   bool accept_paused;  /* the listener is disabled for want of descriptors */
-  bool accept_stalled; /* accept failed, and has not succeeded since */
+  bool accept_stalled; /* out of descriptors since "accept paused" */
   bool shutting_down;
   bool stopped; /* the loop ends */
 } server;
@@ -169,10 +169,14 @@ static void stop_loop(void) {
   event_base_loopbreak(server.base);
 }
 
+/* Accepting again after running out of descriptors; if it does not run
+ * out again before accept_retry fires, the shortage is over. */
 static void resume_accepting(void) {
   if (server.accept_paused && !server.shutting_down) {
     server.accept_paused = false;
     evconnlistener_enable(server.listener);
+    struct timeval retry = milliseconds(ACCEPT_RETRY_MILLISECONDS);
+    evtimer_add(server.accept_retry, &retry);
   }
 }
 
@@ -491,10 +495,6 @@ static void on_accept(struct evconnlistener *listener, evutil_socket_t fd,
   (void)length;
   (void)arg;
   struct peer_address peer = peer_address_from(address);
-  if (server.accept_stalled) {
-    server.accept_stalled = false;
-    log_line("accept resumed");
-  }
   if (server.connections >= server.options.max_clients) {
     refuse_full(fd, &peer);
     return;
@@ -531,13 +531,20 @@ static void on_accept_retry(evutil_socket_t fd, short events, void *arg) {
   (void)fd;
   (void)events;
   (void)arg;
-  resume_accepting();
+  if (server.accept_paused) {
+    resume_accepting();
+  } else if (server.accept_stalled) {
+    server.accept_stalled = false;
+    log_line("accept resumed");
+  }
 }
 
 /* accept() failed. Out of descriptors (or memory), the listener would fire
  * again at once and spin: pause it until a client leaves or a moment has
- * passed. The pause is logged once, and so is the first accept after it,
- * however many retries fail in between. */
+ * passed. A shortage is logged once when it starts, and once when it ends
+ * (a retry period without running out), however many retries and
+ * admissions it takes: accept() fails for want of a descriptor even when
+ * nobody is waiting, so a failure says nothing about the queue. */
 static void on_accept_error(struct evconnlistener *listener, void *arg) {
   (void)arg;
   int error = EVUTIL_SOCKET_ERROR();
