@@ -84,7 +84,7 @@
 /* The ring holds at least this much beyond --max-backlog: a reader is lost
  * (and dropped) only when the room published that much while its process
  * did not run at all. */
-#define RING_SLACK_BYTES (8u << 20)
+#define RING_SLACK_BYTES (2u << 20)
 /* The parent waits this long for the room lock to make a dead child's user
  * depart, and tries again this much later if it could not: the lock's
  * holder may be stopped, and the parent must go on serving signals. */
