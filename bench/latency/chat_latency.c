@@ -137,8 +137,8 @@ static struct row rows[ROW_COUNT] = {
     [ROW_EPOLL] = ROW("model", "epoll", "epoll wake-up", NULL, NULL, NULL),
     [ROW_LIBEVENT] =
         ROW("model", "libevent", "libevent wake-up", NULL, NULL, NULL),
-    [ROW_LOOP_TURN] = ROW("model", "loop_turn",
-                          "Event loop turn, nothing ready", NULL, NULL, NULL),
+    [ROW_LOOP_TURN] =
+        ROW("model", "loop_turn", "Loop turn, nothing ready", NULL, NULL, NULL),
 };
 
 static void progress(const char *what) {
