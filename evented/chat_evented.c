@@ -32,10 +32,12 @@
 #include "listener.h"
 #include "log.h"
 #include "options.h"
+#include "policy.h"
 #include "refuse.h"
 #include "room.h"
 #include "session.h"
 #include "startup.h"
+#include "step.h"
 
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -49,15 +51,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-/* How long a closing client may take to read its last lines. */
-#define FLUSH_TIMEOUT_MILLISECONDS 5000
-/* How long shutdown waits for goodbyes to drain (SPEC.md: exit within 2 s). */
-#define SHUTDOWN_GRACE_MILLISECONDS 1500
-/* How long accepting pauses when the process runs out of descriptors. */
-#define ACCEPT_RETRY_MILLISECONDS 250
-/* Bytes read from a socket at a time (one buffer: there is one thread). */
-#define READ_CHUNK 16384
 
 enum client_state {
   CLIENT_OPEN,    /* reading and writing */
@@ -162,7 +155,6 @@ static struct event *client_event(struct client *client) {
 /* ---- Closing -------------------------------------------------------- */
 
 static void on_client_io(evutil_socket_t fd, short events, void *arg);
-static void deliver(void *context, uintptr_t owner, struct chat_text line);
 
 static void stop_loop(void) {
   server.stopped = true;
@@ -195,16 +187,14 @@ static void client_free(struct client *client) {
     stop_loop();
 }
 
+static void carry_out(struct client *client, struct session_step step);
+
 /* A registered user leaves the room: everyone else is told, once. */
 static void depart(struct client *client, enum departure_cause cause) {
   list_remove(&server.waiting_for_name, client, LIST_WAITING);
   log_departed(&client->peer, client->session.name, client->session.name_length,
                cause);
-  struct session_step step = session_end(&client->session, &server.session);
-  if (step.room == SESSION_ROOM_LEAVE) {
-    room_leave(server.room, client->member);
-    room_broadcast(server.room, step.room_line, deliver, NULL);
-  }
+  carry_out(client, session_end(&client->session, &server.session));
 }
 
 /* Points the client's event at what it waits for: its input while it is
@@ -279,10 +269,14 @@ static void on_drop_dropped(evutil_socket_t fd, short events, void *arg) {
   }
 }
 
-/* The connection is gone (reset, or a write failed): nothing to say. */
-static void lose_client(struct client *client) {
+/* A read or a write failed (`error`): the connection is gone, or unusable.
+ * Nothing more can be said to it. */
+static void lose_client(struct client *client, int error) {
   if (client->state == CLIENT_OPEN)
-    depart(client, DEPARTURE_CLOSED);
+    depart(client, error == ECONNRESET || error == EPIPE ||
+                           error == ETIMEDOUT || error == ECONNABORTED
+                       ? DEPARTURE_CLOSED
+                       : DEPARTURE_FAILED);
   client_free(client);
 }
 
@@ -316,10 +310,6 @@ static void deliver(void *context, uintptr_t owner, struct chat_text line) {
   queue_output((struct client *)owner, line.bytes, line.length);
 }
 
-static void write_to_client(void *context, const char *bytes, size_t length) {
-  queue_output(context, bytes, length);
-}
-
 /* One send() for everything the client has not taken yet. What the socket
  * does not take waits for room in it; an empty buffer is freed (an idle
  * client holds none), and a closing client whose last lines are out is
@@ -330,7 +320,7 @@ static bool write_output(struct client *client) {
     ssize_t sent = send(client->fd, output->bytes, output->length,
                         MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      lose_client(client);
+      lose_client(client, errno);
       return false;
     }
     if (sent > 0)
@@ -382,50 +372,75 @@ static void on_heap_timer(evutil_socket_t fd, short events, void *arg) {
   }
 }
 
-/* ---- The session's steps ---------------------------------------------- */
+/* ---- The session's steps: common/step.h, over this model's hooks ------- */
 
-static bool carry_out(struct client *client, struct session_step step);
+static void send_to_client(void *client, const char *bytes, size_t length) {
+  queue_output(client, bytes, length);
+}
 
-static void join_room(struct client *client, struct chat_text name) {
+static const char *join_room(void *client, struct chat_text name) {
+  struct client *joining = client;
   const char *stored = NULL;
-  int member = room_join(server.room, name, (uintptr_t)client, &stored);
-  if (member >= 0) {
-    client->member = member;
-    list_remove(&server.waiting_for_name, client, LIST_WAITING);
-    log_registered(&client->peer, stored, (unsigned)name.length);
-  }
-  carry_out(client,
-            session_joined(&client->session, &server.session, name, stored));
+  int member = room_join(server.room, name, (uintptr_t)joining, &stored);
+  if (member < 0)
+    return NULL;
+  joining->member = member;
+  return stored;
 }
 
-/* Carries out one step of the session logic. Returns false when the client
- * stops reading (it said QUIT, or was dropped). */
-static bool carry_out(struct client *client, struct session_step step) {
-  queue_output(client, step.reply.bytes, step.reply.length);
-  switch (step.room) {
-  case SESSION_ROOM_NONE:
-    break;
-  case SESSION_ROOM_JOIN:
-    join_room(client, step.name);
-    break;
-  case SESSION_ROOM_SAY:
-    room_broadcast(server.room, step.room_line, deliver, NULL);
-    break;
-  case SESSION_ROOM_NAMES:
-    room_names(server.room, write_to_client, client);
-    break;
-  case SESSION_ROOM_LEAVE: /* only session_end asks for it: see depart() */
-    break;
-  }
-  if (step.close && client->state == CLIENT_OPEN)
-    client->state = CLIENT_CLOSING; /* the caller closes it after a flush */
-  return client->state == CLIENT_OPEN;
+static void leave_room(void *client) {
+  struct client *leaving = client;
+  room_leave(server.room, leaving->member);
+  leaving->member = -1;
 }
 
+static void say_to_room(void *client, struct chat_text line) {
+  (void)client;
+  room_broadcast(server.room, line, deliver, NULL);
+}
+
+static const struct room *room_members(void *client) {
+  (void)client;
+  return server.room;
+}
+
+static void on_registered(void *client) {
+  struct client *registered = client;
+  list_remove(&server.waiting_for_name, registered, LIST_WAITING);
+  log_registered(&registered->peer, registered->session.name,
+                 registered->session.name_length);
+}
+
+/* It reads no more; whoever carried the step out closes it once its last
+ * lines are out (close_after_flush), having logged why. */
+static void close_session(void *client) {
+  struct client *closing = client;
+  if (closing->state == CLIENT_OPEN)
+    closing->state = CLIENT_CLOSING;
+}
+
+/* One thread, so no lock and nothing to do after one. */
+static const struct step_model evented_model = {
+    .send = send_to_client,
+    .join = join_room,
+    .leave = leave_room,
+    .say = say_to_room,
+    .members = room_members,
+    .registered = on_registered,
+    .close = close_session,
+};
+
+static void carry_out(struct client *client, struct session_step step) {
+  step_carry_out(&evented_model, client, &client->session, &server.session,
+                 step);
+}
+
+/* Returns false to stop the framer: the client reads no more (it said
+ * QUIT, or was dropped). */
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
-  return carry_out(client,
-                   session_on_frame(&client->session, &server.session, frame));
+  carry_out(client, session_on_frame(&client->session, &server.session, frame));
+  return client->state == CLIENT_OPEN;
 }
 
 /* ---- Client callbacks --------------------------------------------------- */
@@ -438,7 +453,7 @@ static bool on_read(struct client *client) {
   if (got < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
       return true;
-    lose_client(client); /* reset, or worse */
+    lose_client(client, errno); /* reset, or worse */
     return false;
   }
   if (got == 0) {
@@ -548,8 +563,7 @@ static void on_accept_retry(evutil_socket_t fd, short events, void *arg) {
 static void on_accept_error(struct evconnlistener *listener, void *arg) {
   (void)arg;
   int error = EVUTIL_SOCKET_ERROR();
-  if (error != EMFILE && error != ENFILE && error != ENOBUFS &&
-      error != ENOMEM) {
+  if (!accept_error_is_exhaustion(error)) {
     log_line("accept failed: %s", strerror(error));
     return;
   }
@@ -602,10 +616,11 @@ static void on_signal(evutil_socket_t signal_number, short events, void *arg) {
   struct client *client = server.clients.first;
   while (client) {
     struct client *next = client->links[LIST_ALL].next; /* may be freed */
-    if (client->state == CLIENT_OPEN &&
-        !carry_out(client, session_shutdown(&client->session)) &&
-        client->state == CLIENT_CLOSING) /* not dropped: its goodbye fit */
-      close_after_flush(client);
+    if (client->state == CLIENT_OPEN) {
+      carry_out(client, session_shutdown(&client->session));
+      if (client->state == CLIENT_CLOSING) /* not dropped: its goodbye fit */
+        close_after_flush(client);
+    }
     client = next;
   }
   if (server.connections == 0) {
