@@ -748,7 +748,8 @@ static void reap_children(void) {
     /* Its part of a wave is paid; if it died, it may have died in the
      * middle of one: the wave is given up and the next one started. */
     shared_room_child_ended(server.shared, child->slot, died);
-    server.accept_paused = false; /* a descriptor came free */
+    shared_room_wave_adopt(server.shared); /* its last lines, if any */
+    server.accept_paused = false;          /* a descriptor came free */
     if (server.shutting_down) {
       remove_child(child);
       continue;
@@ -946,6 +947,12 @@ int main(int argc, char *argv[]) {
   server.free_slots = calloc(server.options.max_clients, sizeof(unsigned));
   server.signals = open_signals();
   server.parent = getpid();
+  /* Whatever a child leaves behind comes back to the parent, which reaps
+   * it: no process outlives the server, even one a child started (under
+   * ASan, LeakSanitizer's tracer, if the child is killed during its leak
+   * check; it shares the child's descriptors, the lifeline with them, so
+   * the parent's last reaping waits for it). */
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
   if (!server.session.scratch || !server.shared || !server.children ||
       !server.free_slots || server.signals < 0 ||
       pipe2(server.lifeline, O_CLOEXEC) < 0) {

@@ -482,6 +482,14 @@ int shared_room_wave_alarm(struct shared_room *shared) {
   return -1;
 }
 
+void shared_room_wave_adopt(struct shared_room *shared) {
+  uint64_t word = atomic_load(&shared->header->wave);
+  if (wave_owing(word) == 0)
+    return;
+  shared->left_lines = true;
+  shared->left_to = wave_number(word);
+}
+
 void shared_room_wave_enter(struct shared_room *shared, unsigned slot) {
   atomic_store(&shared->slots[slot], SLOT_RUNNING);
 }

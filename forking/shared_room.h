@@ -154,6 +154,11 @@ void shared_room_awake(struct shared_room *shared, unsigned slot);
  * giving the wave up and starting the next if it is overdue. */
 int shared_room_wave_alarm(struct shared_room *shared);
 
+/* The parent, when a child has ended: lines it published before it ended
+ * may wait for the next wave, and nobody else may be left to give the wave
+ * in progress up if it stalls: this process takes that on (its alarm). */
+void shared_room_wave_adopt(struct shared_room *shared);
+
 /* The parent: the highest slot in use is below `high` (waves look at the
  * slots below it). */
 void shared_room_slots_in_use(struct shared_room *shared, unsigned high);
