@@ -50,6 +50,7 @@
  * function, as if it were the only one. */
 #include "byte_buffer.h"
 #include "clock.h"
+#include "heap.h"
 #include "line_framer.h"
 #include "listener.h"
 #include "log.h"
@@ -857,7 +858,12 @@ static int accept_until_signal(void) {
     }
     watched[2].fd = server.accept_paused ? -1 : server.listener;
     watched[2].revents = 0;
-    int ready = poll(watched, 3, timeout);
+    /* heap.h: the main thread sees connections come and go (their
+     * records, their buffers, the storm of arrivals each one sets off);
+     * a second after the last, freed heap goes back. */
+    int ready = poll(watched, 3, heap_wait(timeout));
+    if (ready > 0)
+      heap_note_busy();
     if (ready < 0)
       continue; /* EINTR */
     if (server.accept_paused && now_milliseconds() >= server.accept_retry)
