@@ -12,22 +12,32 @@ registered users in registration order. Compared with the talk's version:
 - names are validated, commands are case-insensitive, QUIT and HELP exist;
 - a client that stops reading is dropped once --max-backlog bytes are queued
   for it, so nobody waits for it; departures are announced exactly once;
-- --max-clients, --login-timeout, logging, SIGINT/SIGTERM shutdown.
+- --max-clients, --login-timeout, SIGINT/SIGTERM/SIGHUP shutdown;
+- a log that never waits (a full pipe nobody reads drops lines, and counts
+  them), and accepting that pauses while descriptors run short.
 
-Same command line, output and exit codes as the C servers (chat-evented,
-chat-threaded, chat-forking). Python 3.11, standard library only.
+Same command line, messages, log lines and exit codes as the C servers
+(chat-evented, chat-coroutine, chat-threaded, chat-forking; common/options.c,
+common/utf8.c, common/os/log.c). Python 3.11, standard library only.
 """
 
-import argparse
 import asyncio
-import datetime
 import errno
+import functools
+import getopt
+import logging
 import os
+import platform
 import re
 import resource
+import select
+import selectors
 import signal
 import socket
+import stat
 import sys
+import time
+import types
 
 VERSION = "1.0.0"
 EOL = b"\r\n"
@@ -52,28 +62,102 @@ WILL, WONT, DO, DONT = 251, 252, 253, 254
 T_DATA, T_IAC, T_OPTION, T_SUB, T_SUB_IAC = range(5)
 
 LINE_END = re.compile(rb"[\r\n]")
-CONTROL_IN_MESSAGE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # TAB allowed
-CONTROL_IN_NAME = re.compile(rb"[\x00-\x1f\x7f]")
+# Control characters (common/utf8.c), matched in the decoded text: below
+# U+0020, U+007F, the C1 controls U+0080-U+009F (U+009B is a terminal's CSI)
+# and the bidirectional overrides and isolates U+202A-U+202E, U+2066-U+2069.
+CONTROL_IN_MESSAGE = re.compile(  # TAB allowed
+    r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+CONTROL_IN_NAME = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 SHUTDOWN_GRACE = 1.0  # seconds to flush goodbyes before closing by force
+ACCEPT_RETRY = 0.25  # out of descriptors: accept again after this, at most
+ACCEPT_BATCH = 64  # connections accepted in a row before the others' turn
+# accept() failed for want of descriptors or memory: pause, not spin.
+EXHAUSTION = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# accept() failed for this connection alone: take the next.
+TRANSIENT = (errno.EINTR, errno.ECONNABORTED, errno.EPERM, errno.EPROTO)
+LOG_LINE_MAX = 512  # bytes in a log line, its end included
 
 
-def log(config, text):
-    """One log line on stderr: ISO 8601 UTC time, then the text."""
-    if config.quiet:
-        return
-    now = datetime.datetime.now(datetime.timezone.utc)
-    sys.stderr.write(f"{now:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + f"Z {text}\n")
-    sys.stderr.flush()
+class Log:
+    """The log on standard error, which never waits (common/os/log.c).
+
+    A full pipe nobody reads or a stopped terminal must not stall the event
+    loop, so a line is written at once or not at all: a pipe or terminal is
+    opened again through /proc/self/fd/2 with O_NONBLOCK (a description of
+    our own: O_NONBLOCK on descriptor 2 would change it for everyone sharing
+    it), a socket is sent to with MSG_DONTWAIT, anything else is written
+    when poll says it can take data. A line that cannot go now is dropped
+    and counted; the next one that goes carries the count, in one write.
+    """
+
+    def __init__(self, quiet):
+        self.quiet = quiet
+        self.dropped = 0  # lines not written since the last one that was
+        self.fd = 2
+        self.write = self.write_polled
+        if quiet:
+            return
+        try:
+            mode = os.fstat(2).st_mode
+        except OSError:
+            return  # closed: every write fails, and is counted
+        if stat.S_ISSOCK(mode):
+            sock = socket.socket(fileno=os.dup(2))
+            self.write = lambda data: sock.send(data, socket.MSG_DONTWAIT)
+        elif stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            try:  # fails without /proc, or for a pipe with no reader
+                fd = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK
+                             | os.O_NOCTTY | os.O_APPEND)
+            except OSError:
+                return
+            self.fd = fd
+            self.write = functools.partial(os.write, fd)
+            if os.isatty(fd):  # `stty tostop` would stop us at each line
+                signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+
+    def write_polled(self, data):
+        can_write = select.poll()
+        can_write.register(self.fd, select.POLLOUT)
+        if not can_write.poll(0):
+            return 0
+        return os.write(self.fd, data)
+
+    def __call__(self, text):
+        """One line: ISO 8601 UTC time, then the text; never a wait."""
+        if self.quiet:
+            return
+        line = (timestamp() + text).encode(errors="replace")
+        data = line[:LOG_LINE_MAX - 1] + b"\n"
+        if self.dropped:
+            data = (f"{timestamp()}{self.dropped} log line"
+                    f"{'' if self.dropped == 1 else 's'} dropped: standard "
+                    f"error could not take them at once\n").encode() + data
+        try:
+            written = self.write(data)
+        except OSError:
+            written = 0
+        self.dropped = 0 if written == len(data) else self.dropped + 1
+
+
+def timestamp():
+    """"2026-12-03T06:44:45.123Z ": the start of every log line."""
+    now = time.time()
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + ".%03dZ " % (now % 1 * 1000))
 
 
 def valid_name(name):
-    """1 to 32 characters (code points), no space, colon or control byte."""
-    return (1 <= len(name.decode("utf-8")) <= 32 and b" " not in name
-            and b":" not in name and not CONTROL_IN_NAME.search(name))
+    """1 to 32 characters (code points), no space, colon or control
+    character; the name is known to be valid UTF-8."""
+    text = name.decode("utf-8")
+    return (1 <= len(text) <= 32 and " " not in text and ":" not in text
+            and not CONTROL_IN_NAME.search(text))
 
 
-def peer_name(transport):
-    host, port = transport.get_extra_info("peername")[:2]
+def peer_name(address):
+    """"127.0.0.1:5000" or "[::1]:5000", as the C servers log a peer."""
+    host, port = address[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -119,11 +203,12 @@ class ChatRoom:
 class Protocol(asyncio.Protocol):
     """One connection: telnet filter, line framer, then the session."""
 
-    def __init__(self, room):
+    def __init__(self, room, peer, acceptor):
         self.room = room
         self.config = room.config
+        self.acceptor = acceptor
         self.transport = None
-        self.peer = "?"
+        self.peer = peer
         self.username = None
         self.closing = False
         self.login_timer = None
@@ -139,27 +224,29 @@ class Protocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        self.peer = peer_name(transport)
         if len(self.room.connections) >= self.config.max_clients:
-            log(self.config, f"{self.peer} refused: server full")
+            self.config.log(f"{self.peer} refused: server full")
             self.closing = True
             transport.write(SERVER_FULL)
             transport.close()
             return
         self.room.connections.add(self)
-        log(self.config, f"{self.peer} accepted")
+        self.config.log(f"{self.peer} connected")
+        if self.room.shutting_down:  # accepted just before the signal
+            return self.say_goodbye()
         transport.write(b"Welcome to %s\r\n" % self.config.name + PROMPT)
         if self.config.login_timeout > 0:
             self.login_timer = asyncio.get_running_loop().call_later(
                 self.config.login_timeout, self.login_timed_out)
 
     def connection_lost(self, exc):
+        self.acceptor.connection_closed()  # a descriptor is about to be free
         if self not in self.room.connections:
             return  # a refused connection
         self.room.connections.discard(self)
         if self.login_timer:
             self.login_timer.cancel()
-        self.leave("closed" if exc is None else f"closed ({exc})")
+        self.leave("closed")  # also after a reset or an error
 
     def eof_received(self):
         # Half-close: the lines already received were handled in
@@ -261,12 +348,12 @@ class Protocol(asyncio.Protocol):
 
     def handle_line(self, line):
         try:
-            line.decode("utf-8")  # strict: overlongs, surrogates... rejected
+            text = line.decode("utf-8")  # strict: overlongs, surrogates...
         except UnicodeDecodeError:
             return self.notice(INVALID_UTF8)
         if self.username is None:  # the name rules cover control characters
             return self.register(line.strip(b" \t"))
-        if CONTROL_IN_MESSAGE.search(line):
+        if CONTROL_IN_MESSAGE.search(text):
             return self.notice(CONTROL_CHARACTERS)
         command = line.strip(b" \t").upper()
         if command == b"NAMES":
@@ -290,7 +377,7 @@ class Protocol(asyncio.Protocol):
             self.login_timer.cancel()
         self.username = name
         self.room.register(name, self)
-        log(self.config, f"{self.peer} registered as {show(name)}")
+        self.config.log(f"{self.peer} registered as {show(name)}")
 
     def send(self, data):
         """Queue data; False when it would exceed --max-backlog."""
@@ -319,11 +406,11 @@ class Protocol(asyncio.Protocol):
             return
         self.closing = True
         if self.username is not None:
-            log(self.config, f"{self.peer} {show(self.username)} departed: "
-                f"{cause}")
+            self.config.log(f"{self.peer} ({show(self.username)}) departed: "
+                            f"{cause}")
             self.room.deregister(self.username)
         else:
-            log(self.config, f"{self.peer} left unregistered: {cause}")
+            self.config.log(f"{self.peer} left: {cause}")
 
     def say_goodbye(self):
         """Server shutdown: one last line, then close after it is sent."""
@@ -332,71 +419,183 @@ class Protocol(asyncio.Protocol):
         self.transport.close()
 
 
+class Acceptor:
+    """Accepting as the C servers do (loop.create_server, out of
+    descriptors, logs a traceback at every try and tries again only a
+    second later).
+
+    A batch of connections at a time. Out of descriptors (or memory), the
+    listening socket stays ready and accepting would spin: it pauses until a
+    client's connection closes (a descriptor is free) or ACCEPT_RETRY has
+    passed. The log says `accept paused` once per shortage, and `accept
+    resumed` once the waiting clients have all been taken.
+    """
+
+    def __init__(self, room, sockets):
+        self.room = room
+        self.sockets = sockets
+        self.loop = asyncio.get_running_loop()
+        self.log = room.config.log
+        self.short = False  # out of descriptors since "accept paused"
+        self.retry = None  # the timer of a pause, while paused
+        self.stopped = False
+        self.listen(True)
+
+    def listen(self, on):
+        for sock in self.sockets:
+            if on:
+                self.loop.add_reader(sock, self.accept, sock)
+            else:
+                self.loop.remove_reader(sock)
+
+    def accept(self, sock):
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, address = sock.accept()
+            except BlockingIOError:  # nobody waits: the shortage is over
+                if self.short:
+                    self.short = False
+                    self.log("accept resumed")
+                return
+            except OSError as e:
+                if e.errno in EXHAUSTION:
+                    return self.pause(e)
+                if e.errno not in TRANSIENT:
+                    self.log(f"accept failed: {e.strerror}")
+                continue
+            conn.setblocking(False)
+            protocol = functools.partial(Protocol, self.room,
+                                         peer_name(address), self)
+            self.loop.create_task(
+                self.loop.connect_accepted_socket(protocol, conn))
+
+    def pause(self, error):
+        if not self.short:
+            self.short = True
+            self.log(f"accept paused: {error.strerror}")
+        self.listen(False)
+        self.retry = self.loop.call_later(ACCEPT_RETRY, self.resume)
+
+    def resume(self):
+        if self.retry and not self.stopped:
+            self.retry.cancel()
+            self.retry = None
+            self.listen(True)
+
+    def connection_closed(self):
+        """A client's socket closes right after this: a paused accept
+        resumes then, so a waiting client gets that descriptor at once."""
+        if self.retry:
+            self.loop.call_soon(self.resume)
+
+    def stop(self):
+        self.stopped = True
+        if self.retry:
+            self.retry.cancel()
+        else:
+            self.listen(False)
+        for sock in self.sockets:
+            sock.close()
+
+
 # -- the command line and the listening sockets -------------------------------
 
-def integer(low, high=None):
-    def parse(text):
-        if not re.fullmatch(r"[0-9]+", text):
-            raise argparse.ArgumentTypeError(f"not a number: '{text}'")
-        value = int(text)
-        if value < low or (high is not None and value > high):
-            limit = f"{low}..{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"'{text}' out of range {limit}")
-        return value
-    return parse
+USAGE = """\
+Usage: {0} [NAME [PORT]] [options]
+A telnet chat room (see SPEC.md).
+
+  NAME, -n, --name NAME     room name              (default ChatServer)
+  PORT, -p, --port PORT     TCP port, 0 = any free (default 1234)
+  -H, --host ADDR           address to bind       (default: all, IPv4 and IPv6)
+  --max-clients N           connections at once   (default 16384)
+  --max-line BYTES          longest input line    (default 4096)
+  --max-backlog BYTES       output queued for one client before it is dropped (default 1048576)
+  --login-timeout SECONDS   time to pick a name   (default 60, 0 = none)
+  -q, --quiet               no log on standard error
+  -h, --help                usage, exit 0
+  -V, --version             version, exit 0
+"""
+LONG_OPTIONS = ["name=", "port=", "host=", "max-clients=", "max-line=",
+                "max-backlog=", "login-timeout=", "quiet", "help", "version"]
+LONG_NAMES = {"-n": "--name", "-p": "--port", "-H": "--host", "-q": "--quiet",
+              "-h": "--help", "-V": "--version"}
+# The options that take a number: what the message calls it, its range.
+NUMBERS = {"--port": ("port", 0, 65535, ""),
+           "--max-clients": ("--max-clients", 1, 1 << 20, ""),
+           "--max-line": ("--max-line", 1, 1 << 24, "of bytes "),
+           "--max-backlog": ("--max-backlog", 1, 1 << 32, "of bytes "),
+           "--login-timeout": ("--login-timeout", 0, 86400, "of seconds ")}
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):
-        """Bad arguments: one line naming the problem, a hint, exit 2."""
-        self.exit(2, f"{self.prog}: {message}\n"
-                     f"Try '{self.prog} --help' for more information.\n")
+class BadArgument(Exception):
+    """One line naming the bad option or value; exit status 2."""
 
 
-def parse_arguments(argv):
-    parser = ArgumentParser(
-        prog=os.path.basename(sys.argv[0]),
-        description="A telnet chat room (asyncio peer of the C servers).")
-    parser.add_argument("pos_name", nargs="?", metavar="NAME",
-                        help="room name (default ChatServer)")
-    parser.add_argument("pos_port", nargs="?", metavar="PORT",
-                        type=integer(0, 65535),
-                        help="TCP port, 0 = any free (default 1234)")
-    parser.add_argument("-n", "--name", help="room name")
-    parser.add_argument("-p", "--port", type=integer(0, 65535),
-                        help="TCP port")
-    parser.add_argument("-H", "--host", metavar="ADDR",
-                        help="address to bind (default: all, IPv4 and IPv6)")
-    parser.add_argument("--max-clients", type=integer(1), default=16384,
-                        metavar="N", help="connections at once (16384)")
-    parser.add_argument("--max-line", type=integer(1), default=4096,
-                        metavar="BYTES", help="longest input line (4096)")
-    parser.add_argument("--max-backlog", type=integer(1), default=1048576,
-                        metavar="BYTES",
-                        help="output queued for one client before it is "
-                             "dropped (1048576)")
-    parser.add_argument("--login-timeout", type=integer(0), default=60,
-                        metavar="SECONDS",
-                        help="time to pick a name (60, 0 = none)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no log on standard error")
-    parser.add_argument("-V", "--version", action="version",
-                        version=f"%(prog)s {VERSION}")
-    config = parser.parse_intermixed_args(argv)
-
-    name = config.name if config.name is not None else config.pos_name
-    name = os.fsencode(name if name is not None else "ChatServer")
+def parse_arguments(argv, program):
+    """The C servers' command line (common/options.c), their messages
+    included: getopt's GNU mode, as getopt_long, takes options anywhere."""
+    config = types.SimpleNamespace(
+        name=b"ChatServer", port=1234, host=None, max_clients=16384,
+        max_line=4096, max_backlog=1048576, login_timeout=60, quiet=False)
     try:
-        name.decode("utf-8")
-    except UnicodeDecodeError:
-        parser.error("invalid room name: not valid UTF-8")
-    if not 1 <= len(name) <= 256 or CONTROL_IN_NAME.search(name):
-        parser.error(f"invalid room name '{os.fsdecode(name)}': use 1-256 "
-                     "bytes, no control characters")
-    config.name = name
-    port = config.port if config.port is not None else config.pos_port
-    config.port = 1234 if port is None else port
+        options, positionals = getopt.gnu_getopt(argv, "n:p:H:qhV",
+                                                 LONG_OPTIONS)
+    except getopt.GetoptError as e:
+        option = ("--" if e.msg.startswith("option --") else "-") + e.opt
+        if e.msg.endswith("requires argument"):
+            raise BadArgument(f"option '{option}' needs a value")
+        raise BadArgument(f"unknown option '{option}'")
+    for option, value in options:
+        set_option(config, LONG_NAMES.get(option, option), value, program)
+    if len(positionals) > 2:
+        raise BadArgument(f"unexpected argument '{positionals[2]}'")
+    for option, value in zip(("--name", "--port"), positionals):
+        set_option(config, option, value, program)
+    # A backlog that cannot hold two of the longest lines would drop every
+    # reader of one legal line as slow.
+    if config.max_backlog // 2 < config.max_line:
+        raise BadArgument(
+            f"--max-backlog {config.max_backlog} is below twice --max-line "
+            f"{config.max_line}: a client must be able to hold two of the "
+            f"longest lines")
     return config
+
+
+def set_option(config, option, value, program):
+    if option == "--help":
+        print(USAGE.format(program), end="")
+        sys.exit(0)
+    elif option == "--version":
+        print(f"{program} {VERSION}")
+        sys.exit(0)
+    elif option == "--quiet":
+        config.quiet = True
+    elif option == "--name":
+        config.name = valid_room_name(value)
+    elif option == "--host":
+        if not value:
+            raise BadArgument("invalid host '': give an address")
+        config.host = value
+    else:
+        what, low, high, unit = NUMBERS[option]
+        if not re.fullmatch("[0-9]+", value) or not low <= int(value) <= high:
+            raise BadArgument(f"invalid {what} '{value}': use a number "
+                              f"{unit}from {low} to {high}")
+        setattr(config, option[2:].replace("-", "_"), int(value))
+
+
+def valid_room_name(value):
+    """1 to 256 bytes of UTF-8, no control characters (TAB included)."""
+    name = os.fsencode(value)
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or not 1 <= len(name) <= 256 or \
+            CONTROL_IN_NAME.search(text):
+        raise BadArgument(f"invalid room name '{value}': use 1-256 bytes of "
+                          f"UTF-8, no control characters")
+    return name
 
 
 def listening_sockets(host, port):
@@ -414,7 +613,7 @@ def listening_sockets(host, port):
             infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
         except socket.gaierror as e:
-            raise ValueError(f"bad host '{host}': {e.strerror}")
+            raise ValueError(f"cannot resolve host '{host}': {e.strerror}")
         addresses = list(dict.fromkeys((i[0], i[4][0]) for i in infos))
     for attempt in range(20):  # port 0: the port picked may be taken for v4
         sockets, chosen = [], port
@@ -450,22 +649,47 @@ def listening_sockets(host, port):
             raise
 
 
+def describe(sockets):
+    """What the start line of the log says is listening."""
+    addresses = (sock.getsockname()[:2] for sock in sockets)
+    return " and ".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                        for host, port in addresses)
+
+
+def log_asyncio_through(log):
+    """asyncio reports its errors through `logging`, whose handler writes to
+    standard error and would wait on a full pipe: they go to the log."""
+    handler = logging.Handler()
+    handler.emit = lambda record: log(
+        f"asyncio: {record.getMessage()}"
+        + (f": {record.exc_info[1]!r}" if record.exc_info else ""))
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
 async def serve(config, sockets, port):
     loop = asyncio.get_running_loop()
     room = ChatRoom(config)
-    servers = [await loop.create_server(lambda: Protocol(room), sock=sock,
-                                        backlog=4096) for sock in sockets]
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    log(config, f"{show(config.name)} listening on port {port}")
-    print(f"{show(config.name)} running on port {port}", flush=True)
+    acceptor = Acceptor(room, sockets)
+    stopping = loop.create_future()  # its result: the signal that came
 
-    await stop.wait()
-    log(config, "shutting down")
+    def stop(signum):
+        if not stopping.done():
+            stopping.set_result(signum)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, stop, signum)
+    print(f"{show(config.name)} running on port {port}", flush=True)
+    config.log(f"{show(config.name)} running on port {port}: chat-asyncio, "
+               f"Python {platform.python_version()} (asyncio, "
+               f"{selectors.DefaultSelector.__name__})")
+
+    signum = await stopping
+    count = len(room.connections)
+    config.log(f"shutting down ({signal.strsignal(signum)}): telling {count} "
+               f"connection{'' if count == 1 else 's'}")
     room.shutting_down = True
-    for server in servers:
-        server.close()
+    acceptor.stop()
     for protocol in list(room.connections):
         protocol.say_goodbye()
     deadline = loop.time() + SHUTDOWN_GRACE
@@ -474,22 +698,42 @@ async def serve(config, sockets, port):
     for protocol in list(room.connections):  # clients that stopped reading
         protocol.transport.abort()
     await asyncio.sleep(0)  # let connection_lost run
-    log(config, "stopped")
+    config.log("stopped")
 
 
 def main():
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    config = parse_arguments(sys.argv[1:])
+    program = os.path.basename(sys.argv[0])
+    try:
+        config = parse_arguments(sys.argv[1:], program)
+    except BadArgument as e:
+        sys.stderr.buffer.write(os.fsencode(
+            f"{program}: {e}\nTry '{program} --help' for more information.\n"))
+        return 2
+    config.log = Log(config.quiet)
+    log_asyncio_through(config.log)
+    # Nobody's business but a debugger's: they must not end the server.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    except (ValueError, OSError):
+        pass
     try:
         sockets, port = listening_sockets(config.host, config.port)
     except ValueError as e:
-        sys.stderr.write(f"{os.path.basename(sys.argv[0])}: {e}\n")
-        return 2
-    except OSError as e:
-        sys.stderr.write(f"{os.path.basename(sys.argv[0])}: cannot listen on "
-                         f"port {config.port}: {e.strerror}\n")
+        sys.stderr.write(f"{program}: {e}\n")
         return 1
+    except OSError as e:
+        hint = (" (is another server running?)"
+                if e.errno == errno.EADDRINUSE else "")
+        sys.stderr.write(f"{program}: cannot listen on "
+                         f"{config.host or 'all addresses'} port "
+                         f"{config.port}: {e.strerror}{hint}\n")
+        return 1
+    files = "no limit" if soft == resource.RLIM_INFINITY else f"up to {soft}"
+    config.log(f"listening on {describe(sockets)}; open files: {files}")
     asyncio.run(serve(config, sockets, port))
     return 0
 
