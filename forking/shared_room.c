@@ -74,10 +74,14 @@ struct shared_header {
   _Atomic uint64_t published;
   _Atomic uint64_t reserved;
   /* The wave. */
-  _Atomic uint64_t wave;          /* wave_word() */
-  atomic_bool more;               /* lines published that no wave covers */
-  _Atomic long long wave_started; /* milliseconds, monotonic clock */
-  atomic_uint slots_high;         /* every slot in use is below it */
+  _Atomic uint64_t wave; /* wave_word() */
+  atomic_bool more;      /* lines published that no wave covers */
+  /* When the wave in progress started or was last paid a part of
+   * (milliseconds, monotonic clock): a wave is given up only when it stops
+   * moving, not for being long (at 10,000 children one takes longer than
+   * any fixed deadline worth having). */
+  _Atomic long long wave_moved;
+  atomic_uint slots_high; /* every slot in use is below it */
   /* For the figures: waves started, those that wrote the eventfd, those
    * given up. */
   _Atomic uint64_t waves_started, waves_signalled, waves_given_up;
@@ -374,8 +378,11 @@ static bool wave_owe(struct shared_header *header, uint32_t number) {
 static bool wave_pay(struct shared_header *header, uint32_t number) {
   uint64_t word = atomic_load(&header->wave);
   while (wave_number(word) == number && wave_owing(word) > 0) {
-    if (atomic_compare_exchange_weak(&header->wave, &word, word - 1))
+    if (atomic_compare_exchange_weak(&header->wave, &word, word - 1)) {
+      atomic_store_explicit(&header->wave_moved, now_milliseconds(),
+                            memory_order_relaxed);
       return wave_owing(word) == 1;
+    }
   }
   return false;
 }
@@ -397,7 +404,7 @@ static void run_waves(struct shared_room *shared) {
     if (!atomic_compare_exchange_weak(&header->wave, &word,
                                       wave_word(number, 1)))
       continue; /* word now holds what another process did */
-    atomic_store(&header->wave_started, now_milliseconds());
+    atomic_store(&header->wave_moved, now_milliseconds());
     atomic_store(&header->more, false);
     atomic_fetch_add_explicit(&header->waves_started, 1, memory_order_relaxed);
     bool signal = false;
@@ -473,7 +480,7 @@ int shared_room_wave_alarm(struct shared_room *shared) {
     shared->left_lines = false;
     return -1;
   }
-  long long left = atomic_load(&header->wave_started) +
+  long long left = atomic_load(&header->wave_moved) +
                    WAVE_TIMEOUT_MILLISECONDS - now_milliseconds();
   if (left > 0)
     return (int)left;

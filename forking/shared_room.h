@@ -53,9 +53,9 @@
 
 struct shared_room;
 
-/* How long a wave may run before anyone may give it up and start the next
- * one: a child stopped (SIGSTOP) while the wave counts it would otherwise
- * hold back every wake-up after it. */
+/* How long a wave may go without any child paying its part before anyone
+ * may give it up and start the next one: a child stopped (SIGSTOP) while
+ * the wave counts it would otherwise hold back every wake-up after it. */
 #define WAVE_TIMEOUT_MILLISECONDS 250
 
 /* Maps and prepares a room for max_clients members and children and a ring
@@ -151,7 +151,8 @@ void shared_room_awake(struct shared_room *shared, unsigned slot);
  * wave; if the wave in progress then stalls (a child it counts is stopped),
  * it must give it up itself. Returns how many milliseconds it may wait
  * before calling this again (-1: for ever: its lines are on their way),
- * giving the wave up and starting the next if it is overdue. */
+ * giving the wave up and starting the next if nobody has paid it a part for
+ * WAVE_TIMEOUT_MILLISECONDS. */
 int shared_room_wave_alarm(struct shared_room *shared);
 
 /* The parent, when a child has ended: lines it published before it ended
