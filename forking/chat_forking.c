@@ -46,6 +46,7 @@
  * reads as straight-line code, and a crash takes one connection with it. */
 #include "byte_buffer.h"
 #include "clock.h"
+#include "heap.h"
 #include "line_framer.h"
 #include "listener.h"
 #include "log.h"
@@ -532,9 +533,13 @@ static int wait_for_events(struct client *client, struct epoll_event *events,
   } else {
     wait = 0; /* a line came meanwhile */
   }
-  int ready = epoll_wait(client->epoll, events, size, wait);
+  /* The heap policy every model shares (heap.h): what a burst freed is
+   * kept while the child is busy, and given back after a quiet second. */
+  int ready = epoll_wait(client->epoll, events, size, heap_wait(wait));
   if (asleep)
     shared_room_awake(server.shared, client->slot);
+  if (ready > 0)
+    heap_note_busy();
   return ready;
 }
 
