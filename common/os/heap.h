@@ -13,9 +13,9 @@
  * Each model calls heap_note_busy() when it has done work that allocates and
  * frees, and heap_wait() where it waits, which shortens the wait so that the
  * memory goes back on time. Both from one thread (the one that waits):
- * chat-evented's loop, chat-threaded's main thread. chat-forking's children
- * keep theirs: a child's heap is a copy-on-write share of the parent's, and
- * giving memory back writes to it (forking/README.md, "Freed heap"). */
+ * chat-evented's loop, chat-threaded's main thread, each chat-forking child
+ * (where giving memory back also costs copies of the allocator's pages it
+ * shares with the parent: forking/README.md, "Freed heap"). */
 #ifndef CHAT_HEAP_H
 #define CHAT_HEAP_H
 
