@@ -27,23 +27,30 @@
  *
  * A client is dropped for its backlog only when its own process has had
  * the chance to write: what its socket refused, plus what the room
- * published since, beyond --max-backlog. The ring holds far more than that,
- * so that a child the scheduler has not run yet is not judged for it.
+ * published since, beyond --max-backlog. The ring holds --max-backlog and
+ * at least 2 MiB more, so that a child the scheduler has not run yet is not
+ * judged (or lapped) for it.
  *
  * Its cost: a process per connection: a kernel task with its kernel stack
  * and page tables, and private copies of the pages it writes (its stack, its
  * buffers, libc's data); the code and the rest stay shared with the parent.
  * A wave costs a context switch into every child in the room, a copy and a
- * send each; a line costs its writer one turn of the lock.
+ * send each, however many lines it carries; a line costs its writer one
+ * turn of the lock. Under a steady load a wave carries hundreds of lines;
+ * when the room is quiet between messages, every message is a wave of its
+ * own, and every delivery a context switch (README.md: the figures at 1,000
+ * and 10,000).
  *
- * Where it breaks: at thousands of connections, memory and the scheduler
- * (see README.md for the figures at 10,000), a fork per connection, and the
- * process limits (pid_max, RLIMIT_NPROC). A child stopped (SIGSTOP) while
- * it holds the room lock freezes the room: no line, arrival or departure
- * can be published until it goes on (readers still get what was published,
- * and shutdown continues every child first); the lock that lets processes
- * share one room is the price of this model. What it buys: each session
- * reads as straight-line code, and a crash takes one connection with it. */
+ * Where it breaks: at thousands of connections, memory and the scheduler,
+ * a fork per connection, and the process limits (pid_max, RLIMIT_NPROC).
+ * A child stopped (SIGSTOP) while it holds the room lock freezes the room:
+ * no line, arrival or departure can be published until it goes on (readers
+ * still get what was published; the parent never waits for the lock more
+ * than 10 ms, and shutdown continues every child first); the one lock that
+ * lets processes share a room is the price of this model. A child stopped
+ * without the lock holds the room's wake-ups back once, for 250 ms. What
+ * the model buys: each session reads as straight-line code, and a crash
+ * takes one connection with it. */
 #include "byte_buffer.h"
 #include "clock.h"
 #include "heap.h"
