@@ -1249,9 +1249,11 @@ def what_the_numbers_say(models, n, summary):
             ratio = times(s.get(key), base.get(key), inverse)
             if ratio:
                 parts.append(f"{ratio} {label}")
-        rate = times(s.get("deliveries_per_s"), base.get("deliveries_per_s"),
-                     inverse=True)
-        if rate:
+        mine, theirs = s.get("deliveries_per_s"), base.get("deliveries_per_s")
+        if mine and theirs and mine > theirs:
+            parts.append(f"{times(mine, theirs)} the deliveries per second")
+        elif mine and theirs:
+            rate = times(mine, theirs, inverse=True)
             parts.append(f"1/{rate[:-1]} of the deliveries per second")
         calls = times(s.get("open_loop_syscalls_per_delivery"),
                       base.get("open_loop_syscalls_per_delivery"))

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Unit tests of the report's judgements (CTest: bench.report, label bench).
 
-The main input is the committed reference run, read only: at N = 10,000
-its chat-forking throughput window saw no message sent (3,195 deliveries of
+The main input is the reference run of 2026-11-26, kept read-only in
+bench/testdata/ after the reference was retaken: at N = 10,000 its
+chat-forking throughput window saw no message sent (3,195 deliveries of
 older messages in 7.3 s, then a 41 s drain), and an earlier report turned
 that into "1.29 ms per delivery, 436 deliveries/s". These tests fail if
 such a window is ever given a rate again, and check the chart rules of
@@ -24,7 +25,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 import report  # noqa: E402
 
-REFERENCE = os.path.join(BENCH, "results", "reference", "runs.json")
+REFERENCE = os.path.join(BENCH, "testdata", "runs-2026-11-26.json")
 
 
 def load_reference():
@@ -84,7 +85,7 @@ class WindowVerdict(unittest.TestCase):
 
 
 class ReferenceRun(unittest.TestCase):
-    """The committed reference run, judged again."""
+    """The reference run of 2026-11-26, judged again."""
 
     def setUp(self):
         self.results = load_reference()

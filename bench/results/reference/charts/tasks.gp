@@ -1,20 +1,23 @@
 # Server tasks (processes and threads) with N clients: one line per model, median of the passed runs.
 # Rendered by report.py; run it again with: gnuplot tasks.gp
-set title "Server tasks (processes and threads) with N clients\n{/*0.8 vm, 2026-11-26, full sweep, medians}"
-set xlabel "concurrent connections N (log scale)"
-set ylabel "tasks (log scale)"
+# Each model's points are nudged sideways (x 1.09 per model) so that
+# equal values stay visible; tasks.dat has the exact N.
+set title "Server tasks (processes and threads) with N clients\n{/*0.8 vm, 2026-12-03, full sweep, medians}"
+set xlabel "concurrent connections N (log scale; points nudged sideways so none hides another)"
+set ylabel "tasks (k = thousand) (log scale)"
 set logscale xy 10
 set xtics ('10' 10, '100' 100, '1,000' 1000, '5,000' 5000, '10,000' 10000)
-set xrange [6.666666666666667:15000.0]
+set xrange [5.04:1.98e+04]
+set yrange [0.6667:1.5e+04]
+set ytics ('1' 1, '10' 10, '100' 100, '1k' 1000, '10k' 10000)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box
 set border 3
 set tics nomirror
 set datafile missing 'NaN'
-set format y '%.0s%c'
 set terminal svg size 900,520 dynamic enhanced font 'Helvetica,13' background rgb 'white'
 set output 'tasks.svg'
-plot 'tasks.dat' using 1:2 with linespoints lw 2 pt 7 ps 1.1 lc rgb '#1f77b4' title 'evented', 'tasks.dat' using 1:3 with linespoints lw 2 pt 7 ps 1.1 lc rgb '#ff7f0e' title 'threaded', 'tasks.dat' using 1:4 with linespoints lw 2 pt 7 ps 1.1 lc rgb '#d62728' title 'forking', 'tasks.dat' using 1:5 with linespoints lw 2 pt 7 ps 1.1 lc rgb '#2ca02c' title 'asyncio'
+plot 'tasks.dat' using ($1*0.8417):2 with linespoints lw 2 dt 1 pt 7 ps 1.3 lc rgb '#1f77b4' title 'evented', 'tasks.dat' using ($1*0.9174):3 with linespoints lw 2 dt 2 pt 5 ps 1.3 lc rgb '#ff7f0e' title 'threaded', 'tasks.dat' using ($1*1.0000):4 with linespoints lw 2 dt 4 pt 9 ps 1.3 lc rgb '#d62728' title 'forking', 'tasks.dat' using ($1*1.0900):5 with linespoints lw 2 dt (14,5) pt 13 ps 1.3 lc rgb '#9467bd' title 'coroutine', 'tasks.dat' using ($1*1.1881):6 with linespoints lw 2 dt 5 pt 11 ps 1.3 lc rgb '#2ca02c' title 'asyncio'
 set terminal pngcairo size 900,520 enhanced font 'Helvetica,11' background rgb 'white'
 set output 'tasks.png'
 replot
