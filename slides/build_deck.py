@@ -859,10 +859,12 @@ def micro(text):
 SHORT_METHODS = {
     "process_switch": "two processes, pipe ping-pong, one CPU",
     "thread_switch": "two threads, same ping-pong",
+    "coroutine_switch": "two coroutines: resume, yield back",
     "fork": "fork, child _exit, parent waitpid",
     "pthread": "create a thread that returns, join it",
     "epoll": "write, epoll_wait, read: one thread",
     "libevent": "the same, as one libevent callback",
+    "loop_turn": "loop.c, epoll_wait(0) finds nothing",
 }
 
 
