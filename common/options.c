@@ -1,6 +1,7 @@
 /* Parsing the shared command line with getopt_long. */
 #include "options.h"
 
+#include "protocol.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -9,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROOM_NAME_MAX_BYTES 256
+/* A constant's value as a string literal, for the texts that name it. */
+#define STRINGIFY(x) #x
+#define TEXT_OF(x) STRINGIFY(x)
 
 enum {
   OPTION_MAX_CLIENTS = 256,
@@ -43,7 +46,7 @@ static bool is_unknown_letter(int letter) {
          (letter == ':' || !strchr(SHORT_OPTIONS, letter));
 }
 
-static const char *program_name(const char *argv0) {
+const char *options_program_name(const char *argv0) {
   const char *slash = strrchr(argv0, '/');
   return slash ? slash + 1 : argv0;
 }
@@ -51,7 +54,7 @@ static const char *program_name(const char *argv0) {
 static void print_usage(const char *program, FILE *out) {
   fprintf(out,
           "Usage: %s [NAME [PORT]] [options]\n"
-          "A telnet chat room (see SPEC.md).\n"
+          "A telnet chat room (see docs/PROTOCOL.md).\n"
           "\n"
           "  NAME, -n, --name NAME     room name              (default "
           "ChatServer)\n"
@@ -87,7 +90,7 @@ static bool parse_number(const char *text, unsigned long long low,
 
 static bool valid_room_name(const char *name) {
   size_t length = strlen(name);
-  return length > 0 && length <= ROOM_NAME_MAX_BYTES &&
+  return length > 0 && length <= CHAT_ROOM_NAME_MAX_BYTES &&
          utf8_validate(name, length, NULL) &&
          !utf8_has_control(name, length, false);
 }
@@ -106,8 +109,10 @@ static int set_option(struct chat_options *options, const char *program,
   switch (option) {
   case 'n':
     if (!valid_room_name(value))
-      return bad_argument(program, err, "room name", value,
-                          "use 1-256 bytes of UTF-8, no control characters");
+      return bad_argument(
+          program, err, "room name", value,
+          "use 1-" TEXT_OF(CHAT_ROOM_NAME_MAX_BYTES) " bytes of UTF-8, no "
+                                                     "control characters");
     options->room_name = value;
     return OPTIONS_RUN;
   case 'p':
@@ -152,7 +157,7 @@ static int set_option(struct chat_options *options, const char *program,
 
 int options_parse(struct chat_options *options, int argc, char *argv[],
                   FILE *out, FILE *err) {
-  const char *program = program_name(argc > 0 ? argv[0] : "chat");
+  const char *program = options_program_name(argc > 0 ? argv[0] : "chat");
   *options = (struct chat_options){
       .room_name = "ChatServer",
       .port = 1234,

@@ -1,4 +1,4 @@
-/* The session logic of SPEC.md sections 3 and 4. */
+/* The session logic of docs/PROTOCOL.md sections 3 and 4. */
 #include "session.h"
 
 #include "protocol.h"
@@ -13,8 +13,9 @@
 #define TEXT(literal) ((struct chat_text){literal, sizeof literal - 1})
 
 size_t session_scratch_size(size_t max_line) {
-  /* The longest thing formatted is a chat line: name, ": ", text, CR LF. */
-  return max_line + CHAT_LINE_OVERHEAD + 256;
+  /* The longest thing formatted is a chat line (name, ": ", text, CR LF),
+   * or the welcome, which holds the room's name. */
+  return max_line + CHAT_LINE_OVERHEAD + CHAT_ROOM_NAME_MAX_BYTES;
 }
 
 static struct session_step reply(struct chat_text text) {

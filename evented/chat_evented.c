@@ -26,17 +26,17 @@
  * threads behind the loop. And it is the hardest of the three to read: the
  * session's flow is spread over callbacks instead of down one function. */
 #include "byte_buffer.h"
-#include "clock.h"
-#include "heap.h"
+#include "os/clock.h"
+#include "os/heap.h"
 #include "line_framer.h"
-#include "listener.h"
-#include "log.h"
+#include "os/listener.h"
+#include "os/log.h"
 #include "options.h"
-#include "policy.h"
-#include "refuse.h"
+#include "os/policy.h"
+#include "os/refuse.h"
 #include "room.h"
 #include "session.h"
-#include "startup.h"
+#include "os/startup.h"
 #include "step.h"
 
 #include <event2/event.h>
@@ -144,10 +144,6 @@ static void list_remove(struct client_list *list, struct client *client,
   *links = (struct links){0};
 }
 
-static struct timeval milliseconds(long long ms) {
-  return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-}
-
 static struct event *client_event(struct client *client) {
   return (struct event *)(void *)client->event_data;
 }
@@ -167,7 +163,7 @@ static void resume_accepting(void) {
   if (server.accept_paused && !server.shutting_down) {
     server.accept_paused = false;
     evconnlistener_enable(server.listener);
-    struct timeval retry = milliseconds(ACCEPT_RETRY_MILLISECONDS);
+    struct timeval retry = timeval_from_milliseconds(ACCEPT_RETRY_MILLISECONDS);
     evtimer_add(server.accept_retry, &retry);
   }
 }
@@ -212,7 +208,7 @@ static bool watch(struct client *client, unsigned char events) {
       client_free(client);
       return false;
     }
-    left = milliseconds(ms);
+    left = timeval_from_milliseconds(ms);
     timeout = &left;
   } else if (events == client->watching) {
     return true;
@@ -340,7 +336,7 @@ static bool write_output(struct client *client) {
 static void note_busy(void) {
   heap_note_busy();
   if (!evtimer_pending(server.heap_timer, NULL)) {
-    struct timeval wait = milliseconds(heap_wait(-1));
+    struct timeval wait = timeval_from_milliseconds(heap_wait(-1));
     evtimer_add(server.heap_timer, &wait);
   }
 }
@@ -367,7 +363,7 @@ static void on_heap_timer(evutil_socket_t fd, short events, void *arg) {
   (void)arg;
   int wait = heap_wait(-1);
   if (wait >= 0) {
-    struct timeval delay = milliseconds(wait);
+    struct timeval delay = timeval_from_milliseconds(wait);
     evtimer_add(server.heap_timer, &delay);
   }
 }
@@ -500,7 +496,7 @@ static void schedule_login_timer(void) {
   if (!oldest || evtimer_pending(server.login_timer, NULL))
     return;
   long long wait = oldest->deadline - now_milliseconds();
-  struct timeval delay = milliseconds(wait > 0 ? wait : 0);
+  struct timeval delay = timeval_from_milliseconds(wait > 0 ? wait : 0);
   evtimer_add(server.login_timer, &delay);
 }
 
@@ -572,7 +568,7 @@ static void on_accept_error(struct evconnlistener *listener, void *arg) {
   server.accept_stalled = true;
   server.accept_paused = true;
   evconnlistener_disable(listener);
-  struct timeval retry = milliseconds(ACCEPT_RETRY_MILLISECONDS);
+  struct timeval retry = timeval_from_milliseconds(ACCEPT_RETRY_MILLISECONDS);
   evtimer_add(server.accept_retry, &retry);
 }
 
@@ -627,7 +623,7 @@ static void on_signal(evutil_socket_t signal_number, short events, void *arg) {
     stop_loop();
     return;
   }
-  struct timeval grace = milliseconds(SHUTDOWN_GRACE_MILLISECONDS);
+  struct timeval grace = timeval_from_milliseconds(SHUTDOWN_GRACE_MILLISECONDS);
   evtimer_add(server.shutdown_deadline, &grace);
 }
 

@@ -52,19 +52,20 @@
  * the model buys: each session reads as straight-line code, and a crash
  * takes one connection with it. */
 #include "byte_buffer.h"
-#include "clock.h"
-#include "heap.h"
+#include "os/clock.h"
+#include "os/heap.h"
 #include "line_framer.h"
-#include "listener.h"
-#include "log.h"
+#include "os/listener.h"
+#include "os/log.h"
 #include "options.h"
-#include "policy.h"
+#include "os/policy.h"
 #include "protocol.h"
-#include "refuse.h"
+#include "os/refuse.h"
 #include "room.h"
 #include "session.h"
 #include "shared_room.h"
-#include "startup.h"
+#include "os/startup.h"
+#include "step.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,8 +119,9 @@ struct client {
   struct line_framer framer;
   struct session session;
   struct peer_address peer;
-  int member;   /* index in the room while registered */
-  bool in_room; /* registered, and woken by the room's waves */
+  int member;        /* index in the room while registered */
+  bool in_room;      /* registered, and woken by the room's waves */
+  bool holding_room; /* between lock_room() and unlock_room() */
   enum client_state state;
   enum departure_cause cause;     /* why it was dropped */
   bool watching_output;           /* epoll reports when the socket takes more */
@@ -255,10 +257,6 @@ static void append_output(struct client *client, const char *bytes,
   client->output.length += length;
 }
 
-static void write_to_client(void *context, const char *bytes, size_t length) {
-  append_output(context, bytes, length);
-}
-
 /* Copies `length` bytes of room lines, from the client's cursor, into its
  * output. Returns false if it was dropped instead. */
 static bool copy_lines(struct client *client, size_t length) {
@@ -362,6 +360,8 @@ static void watch_output(struct client *client, bool reading) {
 
 /* ---- Closing -------------------------------------------------------- */
 
+static void carry_out(struct client *client, struct session_step step);
+
 /* A registered user leaves the room: everyone else is told, once. If it
  * still reads, its last lines are the room's up to its departure. */
 static void depart(struct client *client, enum departure_cause cause) {
@@ -370,13 +370,7 @@ static void depart(struct client *client, enum departure_cause cause) {
   if (!session_is_registered(&client->session))
     return;         /* it leaves silently */
   catch_up(client); /* most of it, without the lock */
-  shared_room_lock(server.shared);
-  catch_up(client); /* what came since: no writer runs now */
-  struct session_step step = session_end(&client->session, &server.session);
-  shared_room_leave(server.shared, client->member);
-  shared_room_publish(server.shared, step.room_line);
-  client->in_room = false;
-  shared_room_unlock(server.shared);
+  carry_out(client, session_end(&client->session, &server.session));
   shared_room_wave_leave(server.shared, client->slot);
 }
 
@@ -400,75 +394,111 @@ static void close_after_flush(struct client *client, long long deadline) {
   close(client->fd);
 }
 
-/* ---- The session's steps ---------------------------------------------- */
+/* ---- The session's steps: common/step.h, over this model's hooks ------- */
 
-static bool carry_out(struct client *client, struct session_step step);
+/* A reply. Out of the lock, it comes after the room lines the client has
+ * not had yet (queue_output catches up); under the lock, the client was
+ * just brought up to date (room_members) or is not in the room yet (a name
+ * refused), so it goes straight to the output. */
+static void send_to_client(void *client, const char *bytes, size_t length) {
+  struct client *self = client;
+  if (self->holding_room)
+    append_output(self, bytes, length);
+  else
+    queue_output(self, bytes, length);
+}
+
+static void lock_room(void *client) {
+  shared_room_lock(server.shared);
+  ((struct client *)client)->holding_room = true;
+}
+
+static void unlock_room(void *client) {
+  ((struct client *)client)->holding_room = false;
+  shared_room_unlock(server.shared);
+}
 
 /* The join and its announcement are one change of the room: a child killed
  * in between cannot leave a member nobody heard arrive. */
-static void join_room(struct client *client, struct chat_text name) {
-  const char *stored = NULL;
-  shared_room_lock(server.shared);
-  int member = shared_room_join(server.shared, name, owner_of(client->slot));
-  if (member >= 0) {
-    memcpy(client->name, name.bytes, name.length);
-    stored = client->name;
-    client->member = member;
-    client->cursor = shared_room_head(server.shared); /* its arrival on */
-    client->seen = client->cursor;
-  }
-  struct session_step step =
-      session_joined(&client->session, &server.session, name, stored);
-  if (member >= 0)
-    shared_room_publish(server.shared, step.room_line);
-  shared_room_unlock(server.shared);
-  if (member < 0) {
-    carry_out(client, step); /* the name is taken: ask again */
-    return;
-  }
-  log_registered(&client->peer, stored, (unsigned)name.length);
+static const char *join_room(void *client, struct chat_text name) {
+  struct client *joining = client;
+  int member = shared_room_join(server.shared, name, owner_of(joining->slot));
+  if (member < 0)
+    return NULL;
+  memcpy(joining->name, name.bytes, name.length);
+  joining->member = member;
+  joining->cursor = shared_room_head(server.shared); /* its arrival on */
+  joining->seen = joining->cursor;
+  return joining->name;
+}
+
+/* Its last lines are the room's up to its departure: what came since the
+ * catch-up before the lock, now that no writer runs. */
+static void leave_room(void *client) {
+  struct client *leaving = client;
+  catch_up(leaving);
+  shared_room_leave(server.shared, leaving->member);
+  leaving->in_room = false;
+}
+
+static void say_to_room(void *client, struct chat_text line) {
+  (void)client;
+  shared_room_publish(server.shared, line);
+}
+
+/* The names as of this head: the client first gets every line before it. */
+static const struct room *room_members(void *client) {
+  catch_up(client);
+  return shared_room_members(server.shared);
+}
+
+static void on_registered(void *client) {
+  struct client *registered = client;
+  log_registered(&registered->peer, registered->session.name,
+                 registered->session.name_length);
   /* Only now do the room's waves concern it: a connection still choosing
    * a name has no business waking for every line. */
-  client->in_room = true;
-  shared_room_wave_enter(server.shared, client->slot);
-  if (!watch_wake_up(client, shared_room_wake_fd(server.shared)))
-    drop_client(client, DEPARTURE_FAILED);
+  registered->in_room = true;
+  shared_room_wave_enter(server.shared, registered->slot);
+  if (!watch_wake_up(registered, shared_room_wake_fd(server.shared)))
+    drop_client(registered, DEPARTURE_FAILED);
 }
 
-/* Carries out one step of the session logic. Returns false when the client
- * stops reading (it said QUIT, or was dropped). */
-static bool carry_out(struct client *client, struct session_step step) {
-  queue_output(client, step.reply.bytes, step.reply.length);
-  switch (step.room) {
-  case SESSION_ROOM_NONE:
-    break;
-  case SESSION_ROOM_JOIN:
-    join_room(client, step.name);
-    break;
-  case SESSION_ROOM_SAY:
-    shared_room_lock(server.shared);
-    shared_room_publish(server.shared, step.room_line);
-    shared_room_unlock(server.shared);
-    break;
-  case SESSION_ROOM_NAMES:
+/* It reads no more; the child closes it after a flush. */
+static void close_session(void *client) {
+  struct client *closing = client;
+  if (closing->state == CLIENT_OPEN)
+    closing->state = CLIENT_CLOSING;
+}
+
+static const struct step_model forking_model = {
+    .send = send_to_client,
+    .lock = lock_room,
+    .unlock = unlock_room,
+    .join = join_room,
+    .leave = leave_room,
+    .say = say_to_room,
+    .members = room_members,
+    .registered = on_registered,
+    .close = close_session,
+};
+
+/* The room's lines the client has not had yet are copied without the lock
+ * first, most of them, so that the lock is held only for what comes
+ * meanwhile (room_members, leave_room). */
+static void carry_out(struct client *client, struct session_step step) {
+  if (step.room == SESSION_ROOM_NAMES)
     catch_up(client);
-    shared_room_lock(server.shared);
-    catch_up(client); /* the names as of this head */
-    room_names(shared_room_members(server.shared), write_to_client, client);
-    shared_room_unlock(server.shared);
-    break;
-  case SESSION_ROOM_LEAVE: /* only session_end asks for it: see depart() */
-    break;
-  }
-  if (step.close && client->state == CLIENT_OPEN)
-    client->state = CLIENT_CLOSING; /* the caller closes it after a flush */
-  return client->state == CLIENT_OPEN;
+  step_carry_out(&forking_model, client, &client->session, &server.session,
+                 step);
 }
 
+/* Returns false to stop the framer: the client reads no more (it said
+ * QUIT, or was dropped). */
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
-  return carry_out(client,
-                   session_on_frame(&client->session, &server.session, frame));
+  carry_out(client, session_on_frame(&client->session, &server.session, frame));
+  return client->state == CLIENT_OPEN;
 }
 
 /* ---- The child's loop ------------------------------------------------- */

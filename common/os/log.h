@@ -1,4 +1,4 @@
-/* The server log on standard error (SPEC.md section 1): one line per
+/* The server log on standard error (docs/PROTOCOL.md section 1): one line per
  * connection accepted or refused, name registered, departure with its cause,
  * and at start and stop; never one per message. Every line starts with an
  * ISO 8601 UTC time.
@@ -12,22 +12,10 @@
 #ifndef CHAT_LOG_H
 #define CHAT_LOG_H
 
+#include "os/peer_address.h"
+
 #include <stdbool.h>
-#include <stdint.h>
-#include <sys/socket.h>
-
-/* A peer's address, small enough to keep in every connection. */
-struct peer_address {
-  uint8_t family; /* AF_INET or AF_INET6 */
-  uint16_t port;
-  uint8_t bytes[16];
-};
-
-/* "127.0.0.1:5000" or "[::1]:5000"; IPv4-mapped IPv6 is shown as IPv4. */
-#define PEER_TEXT_SIZE 56
-struct peer_address peer_address_from(const struct sockaddr *address);
-void peer_address_format(const struct peer_address *peer,
-                         char text[PEER_TEXT_SIZE]);
+#include <stddef.h>
 
 enum departure_cause {
   DEPARTURE_QUIT,     /* said QUIT */
