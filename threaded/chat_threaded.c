@@ -118,7 +118,7 @@ static void read_input(struct client *client);
 static bool on_frame(void *context, const struct frame *frame);
 static void depart(struct client *client, enum departure_cause cause);
 static void close_after_flush(struct client *client);
-static bool flush_turn(struct client *client, long long deadline);
+static bool flush_last_lines(struct client *client, long long deadline);
 static void close_client(struct client *client);
 static void reap_ended(void);
 static void shut_down(int signal_number);
@@ -138,7 +138,7 @@ static const char *set_up_threads(void);
 static const char *set_up_signals(void);
 static void free_everything(void);
 
-/* ---- main -------------------------------------------------------------- */
+/* ---- main ------------------------------------------------------------ */
 
 int main(int argc, char *argv[]) {
   unsigned port;
@@ -152,10 +152,8 @@ int main(int argc, char *argv[]) {
       .scratch = NULL, /* each thread has its own, on its stack */
       .scratch_size = session_scratch_size(server.options.max_line),
   };
-  void *room_memory = calloc(1, room_size(server.options.max_clients));
-  server.room =
-      room_memory ? room_init(room_memory, server.options.max_clients) : NULL;
-  const char *failed = !server.room ? "calloc (the room)" : set_up_threads();
+  server.room = room_create(server.options.max_clients);
+  const char *failed = !server.room ? "room_create" : set_up_threads();
   if (!failed) {
     server.finished = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     failed = server.finished < 0 ? "eventfd" : set_up_signals();
@@ -178,7 +176,7 @@ int main(int argc, char *argv[]) {
   return 0;
 }
 
-/* ---- Accept: the main thread ------------------------------------------- */
+/* ---- Accept: the main thread ----------------------------------------- */
 
 /* The main thread's loop: accept connections and join ended threads until
  * SIGINT, SIGTERM or SIGHUP, which it returns. While accepting is paused,
@@ -315,7 +313,7 @@ static void on_accept_error(int error) {
   server.accept_retry = now_milliseconds() + ACCEPT_RETRY_MILLISECONDS;
 }
 
-/* ---- Serve: the client's thread ---------------------------------------- */
+/* ---- Serve: the client's thread -------------------------------------- */
 
 /* A client's thread: its whole session, top to bottom. */
 static void *serve(void *arg) {
@@ -399,7 +397,7 @@ static void on_login_timeout(struct client *client) {
     carry_out(client, session_timed_out(&client->session));
 }
 
-/* ---- Depart ------------------------------------------------------------ */
+/* ---- Depart, close after the last lines ------------------------------ */
 
 /* A registered user leaves the room: everyone else is told, once. */
 static void depart(struct client *client, enum departure_cause cause) {
@@ -408,20 +406,18 @@ static void depart(struct client *client, enum departure_cause cause) {
   carry_out(client, session_end(&client->session, &client->context));
 }
 
-/* ---- Close after the last lines ---------------------------------------- */
-
 /* Says the last lines, for FLUSH_TIMEOUT_MILLISECONDS at most, so that a
  * client that never reads cannot keep its thread; then closes. */
 static void close_after_flush(struct client *client) {
   long long deadline = now_milliseconds() + FLUSH_TIMEOUT_MILLISECONDS;
-  while (flush_turn(client, deadline))
+  while (flush_last_lines(client, deadline))
     ;
   close_client(client);
 }
 
 /* A closing client's turn: write its last lines. Returns false once they
  * are all written, or it was dropped, or time is up. */
-static bool flush_turn(struct client *client, long long deadline) {
+static bool flush_last_lines(struct client *client, long long deadline) {
   if (outbox_write_own(client) == WRITE_BROKEN)
     return false;
   pthread_mutex_lock(&client->lock);
@@ -450,7 +446,8 @@ static void close_client(struct client *client) {
   client->next_ended = server.ended;
   server.ended = client;
   pthread_mutex_unlock(&server.room_lock);
-  eventfd_write(server.finished, 1);
+  /* Fails only if the count reached 2^64 - 1: never. */
+  (void)eventfd_write(server.finished, 1);
 }
 
 /* Joins the threads of the clients that ended and frees their records: no
@@ -473,7 +470,7 @@ static void reap_ended(void) {
   }
 }
 
-/* ---- Shut down --------------------------------------------------------- */
+/* ---- Shut down ------------------------------------------------------- */
 
 /* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every client's thread to
  * say goodbye and close, give the goodbyes a moment to drain, then drop the
@@ -491,7 +488,7 @@ static void shut_down(int signal_number) {
     struct pollfd finished = {.fd = server.finished, .events = POLLIN};
     eventfd_t count;
     if (poll(&finished, 1, grace > 0 ? (int)left : -1) > 0)
-      eventfd_read(server.finished, &count);
+      (void)eventfd_read(server.finished, &count); /* only to empty it */
     reap_ended();
   }
 }
@@ -504,8 +501,7 @@ static void stop_all(enum client_state state) {
     stop_client(client, state, DEPARTURE_SHUTDOWN);
 }
 
-/* ---- Helpers: the session's steps (common/step.h), over this model's hooks
- * --- */
+/* ---- Helpers: the session's steps, over this model's hooks (step.h) -- */
 
 static void send_to_client(void *client, const char *bytes, size_t length) {
   queue_output(client, bytes, length, false);
@@ -528,19 +524,12 @@ static void unlock_room(void *client) {
 }
 
 static const char *join_room(void *client, struct chat_text name) {
-  struct client *joining = client;
-  const char *stored = NULL;
-  int member = room_join(server.room, name, (uintptr_t)joining, &stored);
-  if (member < 0)
-    return NULL;
-  joining->member = member;
-  return stored;
+  return room_join_member(server.room, name, (uintptr_t)client,
+                          &((struct client *)client)->member);
 }
 
 static void leave_room(void *client) {
-  struct client *leaving = client;
-  room_leave(server.room, leaving->member);
-  leaving->member = -1;
+  room_leave_member(server.room, &((struct client *)client)->member);
 }
 
 static void say_to_room(void *client, struct chat_text line) {
@@ -581,7 +570,7 @@ static void carry_out(struct client *client, struct session_step step) {
                  step);
 }
 
-/* ---- Helpers: a client's state ----------------------------------------- */
+/* ---- Helpers: a client's state --------------------------------------- */
 
 static bool is_open(struct client *client) {
   pthread_mutex_lock(&client->lock);
@@ -626,7 +615,7 @@ void drop_client_locked(struct client *client, enum departure_cause cause) {
   outbox_wake_locked(client);
 }
 
-/* ---- Helpers: lists, setup, teardown ----------------------------------- */
+/* ---- Helpers: lists, setup, teardown --------------------------------- */
 
 static void list_append(struct client_list *list, struct client *client) {
   client->previous = list->last;

@@ -39,8 +39,10 @@ bool outbox_init(size_t max_backlog, const sigset_t *stop_signals) {
 }
 
 void outbox_wake_locked(struct client *client) {
+  /* The thread is alive (it ends only after taking this lock): the signal
+   * cannot fail. */
   if (client->sleeping)
-    pthread_kill(client->thread, WAKE_SIGNAL);
+    (void)pthread_kill(client->thread, WAKE_SIGNAL);
   client->sleeping = false;
 }
 

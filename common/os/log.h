@@ -37,7 +37,7 @@ void log_set_quiet(bool quiet);
 /* SIGINT or SIGTERM: one line for the whole server, not one per client
  * (10,000 processes or threads writing to one log at the same instant
  * queue on the kernel's lock of it, and a killed process cannot leave the
- * queue: it made chat-forking's shutdown take 15 s). */
+ * queue: chat-forking's shutdown would wait on it). */
 void log_shutting_down(int signal_number, size_t connections);
 void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
 void log_accepted(const struct peer_address *peer);
