@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TOO_LONG_NOTICE "Line ignored: longer than %zu bytes" CHAT_EOL
@@ -16,6 +17,17 @@ size_t session_scratch_size(size_t max_line) {
   /* The longest thing formatted is a chat line (name, ": ", text, CR LF),
    * or the welcome, which holds the room's name. */
   return max_line + CHAT_LINE_OVERHEAD + CHAT_ROOM_NAME_MAX_BYTES;
+}
+
+struct session_context session_context_make(const char *room_name,
+                                            size_t max_line, bool scratch) {
+  size_t scratch_size = session_scratch_size(max_line);
+  return (struct session_context){
+      .room_name = room_name,
+      .max_line = max_line,
+      .scratch = scratch ? malloc(scratch_size) : NULL,
+      .scratch_size = scratch_size,
+  };
 }
 
 static struct session_step reply(struct chat_text text) {

@@ -152,17 +152,8 @@ int main(int argc, char *argv[]) {
   int fd = startup_listen(&server.options, argc, argv, &port, &status);
   if (fd < 0)
     return status;
-  /* Nobody's business but a debugger's: they must not end the server.
-   * (signal() fails only for a signal that cannot be caught.) */
-  (void)signal(SIGUSR1, SIG_IGN);
-  (void)signal(SIGUSR2, SIG_IGN);
-  size_t scratch_size = session_scratch_size(server.options.max_line);
-  server.session = (struct session_context){
-      .room_name = server.options.room_name,
-      .max_line = server.options.max_line,
-      .scratch = malloc(scratch_size),
-      .scratch_size = scratch_size,
-  };
+  server.session = session_context_make(server.options.room_name,
+                                        server.options.max_line, true);
   server.room = room_create(server.options.max_clients);
   server.base = new_event_base();
   if (server.base)

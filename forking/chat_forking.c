@@ -196,13 +196,8 @@ int main(int argc, char *argv[]) {
   server.listener = startup_listen(&server.options, argc, argv, &port, &status);
   if (server.listener < 0)
     return status;
-  size_t scratch_size = session_scratch_size(server.options.max_line);
-  server.session = (struct session_context){
-      .room_name = server.options.room_name,
-      .max_line = server.options.max_line,
-      .scratch = malloc(scratch_size),
-      .scratch_size = scratch_size,
-  };
+  server.session = session_context_make(server.options.room_name,
+                                        server.options.max_line, true);
   /* The ring holds --max-backlog bytes and RING_SLACK_BYTES more (at least
    * as much again), plus one line: a child is judged by its backlog when it
    * runs, long before a writer (even one killed half-way through a line)
@@ -210,8 +205,9 @@ int main(int argc, char *argv[]) {
    * run yet has that much slack. */
   size_t backlog = server.options.max_backlog;
   size_t slack = backlog > RING_SLACK_BYTES ? backlog : RING_SLACK_BYTES;
-  server.shared = shared_room_create(server.options.max_clients,
-                                     backlog + slack + scratch_size);
+  server.shared =
+      shared_room_create(server.options.max_clients,
+                         backlog + slack + server.session.scratch_size);
   server.children = calloc(server.options.max_clients, sizeof(struct child));
   server.free_slots = calloc(server.options.max_clients, sizeof(unsigned));
   server.signals = open_signals();
@@ -1023,12 +1019,9 @@ static void run(void) {
 }
 
 /* SIGINT, SIGTERM, SIGHUP and SIGCHLD are blocked and read from a
- * descriptor, in the loop, instead of interrupting it. SIGUSR1 and SIGUSR2
- * would end the server by default: they are ignored, here and in every
- * child. */
+ * descriptor, in the loop, instead of interrupting it. (SIGUSR1 and
+ * SIGUSR2 are ignored since startup, here and in every child.) */
 static int open_signals(void) {
-  (void)signal(SIGUSR1, SIG_IGN); /* fails only for SIGKILL and SIGSTOP */
-  (void)signal(SIGUSR2, SIG_IGN);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);

@@ -146,12 +146,9 @@ int main(int argc, char *argv[]) {
   server.listener = startup_listen(&server.options, argc, argv, &port, &status);
   if (server.listener < 0)
     return status;
-  server.session = (struct session_context){
-      .room_name = server.options.room_name,
-      .max_line = server.options.max_line,
-      .scratch = NULL, /* each thread has its own, on its stack */
-      .scratch_size = session_scratch_size(server.options.max_line),
-  };
+  /* Each thread has its own scratch, on its stack. */
+  server.session = session_context_make(server.options.room_name,
+                                        server.options.max_line, false);
   server.room = room_create(server.options.max_clients);
   const char *failed = !server.room ? "room_create" : set_up_threads();
   if (!failed) {
@@ -641,10 +638,10 @@ static void list_remove(struct client_list *list, struct client *client) {
 
 /* SIGINT, SIGTERM and SIGHUP (each a graceful stop) are blocked in every
  * thread and read from a signalfd by the main thread; WAKE_SIGNAL is
- * blocked too, except inside a client's ppoll (outbox.h). SIGUSR2 is
- * ignored, so that neither user signal kills the server. Threads inherit
- * the mask: this comes before the first one. Returns the call that failed,
- * or NULL. */
+ * blocked too, except inside a client's ppoll (outbox.h); SIGUSR2 stays
+ * ignored (startup.h), so that neither user signal kills the server. Threads
+ * inherit the mask: this comes before the first one. Returns the call that
+ * failed, or NULL. */
 static const char *set_up_signals(void) {
   sigset_t stop;
   sigemptyset(&stop);
@@ -653,8 +650,6 @@ static const char *set_up_signals(void) {
   sigaddset(&stop, SIGHUP);
   if (!outbox_init(server.options.max_backlog, &stop))
     return "sigaction or pthread_sigmask (the wake-up signal)";
-  if (signal(SIGUSR2, SIG_IGN) == SIG_ERR)
-    return "signal (SIGUSR2)";
   server.signals = signalfd(-1, &stop, SFD_CLOEXEC);
   return server.signals < 0 ? "signalfd" : NULL;
 }

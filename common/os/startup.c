@@ -11,10 +11,15 @@
 
 /* Raises the open-file soft limit to the hard limit (docs/PROTOCOL.md
  * section 1), ignores SIGPIPE, so that a write to a closed socket fails with
- * EPIPE instead of killing the server, and keeps freed heap through bursts
- * (heap.h). Returns the open-file limit now in force. */
+ * EPIPE instead of killing the server, and SIGUSR1 and SIGUSR2, and keeps freed
+ * heap through bursts (heap.h). Returns the open-file limit now in force. */
 static rlim_t prepare_process(void) {
-  signal(SIGPIPE, SIG_IGN);
+  /* signal() fails only for a signal that cannot be caught. SIGUSR1 and
+   * SIGUSR2 would end the server by default: they are nobody's business
+   * but a debugger's (chat-threaded then makes SIGUSR1 its wake-up). */
+  (void)signal(SIGPIPE, SIG_IGN);
+  (void)signal(SIGUSR1, SIG_IGN);
+  (void)signal(SIGUSR2, SIG_IGN);
   heap_keep_freed_memory();
   struct rlimit files;
   if (getrlimit(RLIMIT_NOFILE, &files) < 0)
