@@ -113,7 +113,6 @@ static struct server {
 
 /* The story (main, accept, serve, depart, shut down) comes first; what it
  * calls is declared here. */
-static bool read_input(struct client *client);
 static struct event_base *new_event_base(void);
 static void on_accept(struct evconnlistener *listener, evutil_socket_t fd,
                       struct sockaddr *address, int length, void *arg);
@@ -132,8 +131,9 @@ static void depart(struct client *client, enum departure_cause cause);
 static void close_after_flush(struct client *client);
 static bool on_frame(void *context, const struct frame *frame);
 static void drop_client(struct client *client, enum departure_cause cause);
-static void on_drop_dropped(evutil_socket_t fd, short events, void *arg);
 static void close_client(struct client *client);
+static bool watch(struct client *client, unsigned char events);
+static void stop_loop(void);
 static bool write_output(struct client *client);
 static void list_remove(struct client_list *list, struct client *client,
                         enum list_kind kind);
@@ -142,7 +142,6 @@ static bool list_contains(const struct client_list *list,
 static void queue_output(struct client *client, const char *bytes,
                          size_t length);
 static void deliver(void *context, uintptr_t owner, struct chat_text line);
-static void write_pending(void);
 
 /* ---- main ------------------------------------------------------------ */
 
@@ -339,76 +338,12 @@ static void on_login_timer(evutil_socket_t fd, short events, void *arg) {
 
 /* ---- Depart, drop, close after the last lines ------------------------ */
 
-static void serve(evutil_socket_t fd, short events, void *arg);
-
-static void stop_loop(void) {
-  server.stopped = true;
-  event_base_loopbreak(server.base);
-}
-
-/* Accepting again after running out of descriptors; if it does not run
- * out again before accept_retry fires, the shortage is over. */
-static void resume_accepting(void) {
-  if (server.accept_paused && !server.shutting_down) {
-    server.accept_paused = false;
-    evconnlistener_enable(server.listener);
-    struct timeval retry = timeval_from_milliseconds(ACCEPT_RETRY_MILLISECONDS);
-    evtimer_add(server.accept_retry, &retry);
-  }
-}
-
-static void close_client(struct client *client) {
-  list_remove(&server.clients, client, LIST_ALL);
-  list_remove(&server.waiting_for_name, client, LIST_WAITING);
-  list_remove(&server.pending_output, client, LIST_PENDING);
-  event_del(client_event(client));
-  evutil_closesocket(client->fd);
-  line_framer_release(&client->framer);
-  byte_buffer_release(&client->output);
-  free(client);
-  server.connections--;
-  resume_accepting(); /* a descriptor is free: waiting clients get it now */
-  if (server.shutting_down && server.connections == 0)
-    stop_loop();
-}
-
-static void carry_out(struct client *client, struct session_step step);
-
 /* A registered user leaves the room: everyone else is told, once. */
 static void depart(struct client *client, enum departure_cause cause) {
   list_remove(&server.waiting_for_name, client, LIST_WAITING);
   log_departed(&client->peer, client->session.name, client->session.name_length,
                cause);
   carry_out(client, session_end(&client->session, &server.session));
-}
-
-/* Points the client's event at what it waits for: its input while it is
- * open, room in its socket while output is left over. A closing client
- * waits for room only, until its deadline, once per call. Returns false
- * when it was freed instead (its deadline has passed). With libevent's
- * epoll changelist, the change costs one epoll_ctl at the next wait, and
- * none when it is undone within the same turn. */
-static bool watch(struct client *client, unsigned char events) {
-  struct event *event = client_event(client);
-  struct timeval left, *timeout = NULL;
-  if (client->state == CLIENT_CLOSING) {
-    long long ms = client->deadline - now_milliseconds();
-    if (ms <= 0) {
-      close_client(client);
-      return false;
-    }
-    left = timeval_from_milliseconds(ms);
-    timeout = &left;
-  } else if (events == client->watching) {
-    return true;
-  }
-  event_del(event);
-  short persist = client->state == CLIENT_CLOSING ? 0 : EV_PERSIST;
-  event_assign(event, server.base, client->fd, (short)(events | persist), serve,
-               client);
-  event_add(event, timeout);
-  client->watching = events;
-  return true;
 }
 
 /* Says the last lines, then closes. Its output may not even have been
@@ -463,6 +398,66 @@ static void lose_client(struct client *client, int error) {
                        ? DEPARTURE_CLOSED
                        : DEPARTURE_FAILED);
   close_client(client);
+}
+
+static void close_client(struct client *client) {
+  list_remove(&server.clients, client, LIST_ALL);
+  list_remove(&server.waiting_for_name, client, LIST_WAITING);
+  list_remove(&server.pending_output, client, LIST_PENDING);
+  event_del(client_event(client));
+  evutil_closesocket(client->fd);
+  line_framer_release(&client->framer);
+  byte_buffer_release(&client->output);
+  free(client);
+  server.connections--;
+  resume_accepting(); /* a descriptor is free: waiting clients get it now */
+  if (server.shutting_down && server.connections == 0)
+    stop_loop();
+}
+
+/* Points the client's event at what it waits for: its input while it is
+ * open, room in its socket while output is left over. A closing client
+ * waits for room only, until its deadline, once per call. Returns false
+ * when it was freed instead (its deadline has passed). With libevent's
+ * epoll changelist, the change costs one epoll_ctl at the next wait, and
+ * none when it is undone within the same turn. */
+static bool watch(struct client *client, unsigned char events) {
+  struct event *event = client_event(client);
+  struct timeval left, *timeout = NULL;
+  if (client->state == CLIENT_CLOSING) {
+    long long ms = client->deadline - now_milliseconds();
+    if (ms <= 0) {
+      close_client(client);
+      return false;
+    }
+    left = timeval_from_milliseconds(ms);
+    timeout = &left;
+  } else if (events == client->watching) {
+    return true;
+  }
+  event_del(event);
+  short persist = client->state == CLIENT_CLOSING ? 0 : EV_PERSIST;
+  event_assign(event, server.base, client->fd, (short)(events | persist), serve,
+               client);
+  event_add(event, timeout);
+  client->watching = events;
+  return true;
+}
+
+static void stop_loop(void) {
+  server.stopped = true;
+  event_base_loopbreak(server.base);
+}
+
+/* Accepting again after running out of descriptors; if it does not run
+ * out again before accept_retry fires, the shortage is over. */
+static void resume_accepting(void) {
+  if (server.accept_paused && !server.shutting_down) {
+    server.accept_paused = false;
+    evconnlistener_enable(server.listener);
+    struct timeval retry = timeval_from_milliseconds(ACCEPT_RETRY_MILLISECONDS);
+    evtimer_add(server.accept_retry, &retry);
+  }
 }
 
 /* ---- Shut down ------------------------------------------------------- */

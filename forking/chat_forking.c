@@ -160,8 +160,6 @@ static struct server {
  * calls is declared here. */
 static void depart(struct client *client, enum departure_cause cause);
 static void run(void);
-static void lock_room(void *client);
-static void unlock_room(void *client);
 static int open_signals(void);
 static void free_everything(void);
 static unsigned take_slot(void);
@@ -185,7 +183,6 @@ static void remove_child(struct child *child);
 static struct child *find_child(pid_t pid);
 static void queue_output(struct client *client, const char *bytes,
                          size_t length);
-static const struct room *room_members(void *client);
 
 /* ---- main ------------------------------------------------------------ */
 
