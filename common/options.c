@@ -52,26 +52,38 @@ const char *options_program_name(const char *argv0) {
 }
 
 static void print_usage(const char *program, FILE *out) {
-  fprintf(out,
-          "Usage: %s [NAME [PORT]] [options]\n"
-          "A telnet chat room (see docs/PROTOCOL.md).\n"
-          "\n"
-          "  NAME, -n, --name NAME     room name              (default "
-          "ChatServer)\n"
-          "  PORT, -p, --port PORT     TCP port, 0 = any free (default 1234)\n"
-          "  -H, --host ADDR           address to bind       (default: all, "
-          "IPv4 and IPv6)\n"
-          "  --max-clients N           connections at once   (default "
-          "16384)\n"
-          "  --max-line BYTES          longest input line    (default 4096)\n"
-          "  --max-backlog BYTES       output queued for one client before "
-          "it is dropped (default 1048576)\n"
-          "  --login-timeout SECONDS   time to pick a name   (default 60, 0 = "
-          "none)\n"
-          "  -q, --quiet               no log on standard error\n"
-          "  -h, --help                usage, exit 0\n"
-          "  -V, --version             version, exit 0\n",
-          program);
+  fprintf(
+      out,
+      "Usage: %s [NAME [PORT]] [options]\n"
+      "A telnet chat room (see docs/PROTOCOL.md).\n"
+      "\n"
+      "  NAME, -n, --name NAME     room name              "
+      "(default " OPTIONS_DEFAULT_ROOM_NAME ")\n"
+      "  PORT, -p, --port PORT     TCP port, 0 = any free (default " TEXT_OF(
+          OPTIONS_DEFAULT_PORT) ")\n"
+                                "  -H, --host ADDR           address to bind   "
+                                "    (default: all, "
+                                "IPv4 and IPv6)\n"
+                                "  --max-clients N           connections at "
+                                "once   (default " TEXT_OF(
+                                    OPTIONS_DEFAULT_MAX_CLIENTS) ")\n"
+                                                                 "  --max-line "
+                                                                 "BYTES        "
+                                                                 "  longest "
+                                                                 "input line   "
+                                                                 " ("
+                                                                 "default"
+                                                                 " " TEXT_OF(
+                                                                     OPTIONS_DEFAULT_MAX_LINE) ")\n"
+                                                                                               "  --max-backlog BYTES       output queued for one client before "
+                                                                                               "it is dropped (default " TEXT_OF(
+                                                                                                   OPTIONS_DEFAULT_MAX_BACKLOG) ")\n"
+                                                                                                                                "  --login-timeout SECONDS   time to pick a name   (default " TEXT_OF(
+                                                                                                                                    OPTIONS_DEFAULT_LOGIN_TIMEOUT) ", 0 = none)\n"
+                                                                                                                                                                   "  -q, --quiet               no log on standard error\n"
+                                                                                                                                                                   "  -h, --help                usage, exit 0\n"
+                                                                                                                                                                   "  -V, --version             version, exit 0\n",
+      program);
 }
 
 /* A whole decimal number in [low, high]. */
@@ -159,12 +171,12 @@ int options_parse(struct chat_options *options, int argc, char *argv[],
                   FILE *out, FILE *err) {
   const char *program = options_program_name(argc > 0 ? argv[0] : "chat");
   *options = (struct chat_options){
-      .room_name = "ChatServer",
-      .port = 1234,
-      .max_clients = 16384,
-      .max_line = 4096,
-      .max_backlog = 1048576,
-      .login_timeout = 60,
+      .room_name = OPTIONS_DEFAULT_ROOM_NAME,
+      .port = OPTIONS_DEFAULT_PORT,
+      .max_clients = OPTIONS_DEFAULT_MAX_CLIENTS,
+      .max_line = OPTIONS_DEFAULT_MAX_LINE,
+      .max_backlog = OPTIONS_DEFAULT_MAX_BACKLOG,
+      .login_timeout = OPTIONS_DEFAULT_LOGIN_TIMEOUT,
   };
   opterr = 0; /* we say what is wrong ourselves */
   /* 0, not 1: glibc then forgets the previous scan (a half-read cluster

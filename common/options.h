@@ -17,6 +17,14 @@ struct chat_options {
   bool quiet;             /* no log on standard error */
 };
 
+/* The defaults, which --help names too. */
+#define OPTIONS_DEFAULT_ROOM_NAME "ChatServer"
+#define OPTIONS_DEFAULT_PORT 1234
+#define OPTIONS_DEFAULT_MAX_CLIENTS 16384
+#define OPTIONS_DEFAULT_MAX_LINE 4096
+#define OPTIONS_DEFAULT_MAX_BACKLOG 1048576
+#define OPTIONS_DEFAULT_LOGIN_TIMEOUT 60
+
 /* options_parse returns this when the server should run. */
 #define OPTIONS_RUN (-1)
 
