@@ -338,8 +338,8 @@ static void *serve(void *arg) {
 /* An open client's turn: write what is left to it, sleep until there is
  * something to do, read. Returns false once the client is no longer open. */
 static bool serve_turn(struct client *client) {
-  if (outbox_write_own(client) ==
-      WRITE_BROKEN) { /* reset: nothing more to say */
+  if (outbox_write_own(client) == WRITE_BROKEN) {
+    /* Reset: there is nothing more to say to it. */
     stop_client(client, CLIENT_DROPPED, DEPARTURE_CLOSED);
     return false;
   }
