@@ -1,4 +1,4 @@
-/* chat-load: the benchmark's load generator, a client of SPEC.md.
+/* chat-load: the benchmark's load generator, a client of docs/PROTOCOL.md.
  *
  * It opens N connections to one chat server, registers a user on each and
  * waits until every client has seen its own "User NAME arrived." line and

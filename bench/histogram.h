@@ -6,7 +6,7 @@
  *
  * Loopback latencies are microseconds and their tail is milliseconds; a
  * histogram with fixed-width buckets or one that averages would hide one or
- * the other (shared/PITFALLS.md, "Benchmarks that lie"). */
+ * the other. */
 #ifndef CHAT_BENCH_HISTOGRAM_H
 #define CHAT_BENCH_HISTOGRAM_H
 

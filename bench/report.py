@@ -516,7 +516,7 @@ CAUSES = [
 
 
 def say_shutdowns(say, runs, model):
-    """SPEC.md: on SIGTERM a server exits 0 within 2 seconds. The sweep
+    """docs/PROTOCOL.md: on SIGTERM a server exits 0 within 2 seconds. The sweep
     stops every server that way, so it notes the ones that did not."""
     slow = [r for r in runs if r["model"] == model and r.get("server_exit")
             and not r["server_exit"].get("exited_during_run")
@@ -530,7 +530,7 @@ def say_shutdowns(say, runs, model):
                else f"exited with status {status} after "
                     f"{r['server_exit']['seconds']:.1f} s")
         say(f"  - on SIGTERM at N = {r['clients']:,} (run {r['repeat']}) it "
-            f"{how} (SPEC.md: status 0 within 2 s).")
+            f"{how} (docs/PROTOCOL.md: status 0 within 2 s).")
 
 
 def likely_cause(error):

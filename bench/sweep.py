@@ -63,7 +63,7 @@ MODES = {
 # Known models first, in this order; any other chat-* server after them.
 MODEL_ORDER = ["evented", "coroutine", "threaded", "forking", "asyncio"]
 SERVER_START_TIMEOUT = 15.0
-SERVER_STOP_TIMEOUT = 30.0  # SPEC.md says 2 s; wait longer, to measure it
+SERVER_STOP_TIMEOUT = 30.0  # docs/PROTOCOL.md says 2 s; wait longer, to measure it
 MARK_MARGIN = 60.0  # beyond chat-load's own deadlines, before we give up
 IDLE_SETTLE_S = 2.0  # connections idle this long before memory is read
 
@@ -86,7 +86,7 @@ class Model:
 
 
 def speaks_spec(argv):
-    """True when `argv --help` shows SPEC.md's command line: how a chat
+    """True when `argv --help` shows docs/PROTOCOL.md's command line: how a chat
     server is told from the other chat-* tools (chat-load, chat-latency)."""
     try:
         out = subprocess.run(argv + ["--help"], capture_output=True,

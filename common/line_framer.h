@@ -1,4 +1,4 @@
-/* The line framer: bytes in, complete lines out (SPEC.md section 2).
+/* The line framer: bytes in, complete lines out (docs/PROTOCOL.md section 2).
  *
  * Lines end at LF, CR LF or CR NUL; telnet commands are removed first. A line
  * longer than max_line bytes is reported once and the rest of it, up to the

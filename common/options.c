@@ -1,6 +1,7 @@
 /* Parsing the shared command line with getopt_long. */
 #include "options.h"
 
+#include "protocol.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -9,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROOM_NAME_MAX_BYTES 256
+/* A constant's value as a string literal, for the texts that name it. */
+#define STRINGIFY(x) #x
+#define TEXT_OF(x) STRINGIFY(x)
 
 enum {
   OPTION_MAX_CLIENTS = 256,
@@ -43,32 +46,44 @@ static bool is_unknown_letter(int letter) {
          (letter == ':' || !strchr(SHORT_OPTIONS, letter));
 }
 
-static const char *program_name(const char *argv0) {
+const char *options_program_name(const char *argv0) {
   const char *slash = strrchr(argv0, '/');
   return slash ? slash + 1 : argv0;
 }
 
 static void print_usage(const char *program, FILE *out) {
-  fprintf(out,
-          "Usage: %s [NAME [PORT]] [options]\n"
-          "A telnet chat room (see SPEC.md).\n"
-          "\n"
-          "  NAME, -n, --name NAME     room name              (default "
-          "ChatServer)\n"
-          "  PORT, -p, --port PORT     TCP port, 0 = any free (default 1234)\n"
-          "  -H, --host ADDR           address to bind       (default: all, "
-          "IPv4 and IPv6)\n"
-          "  --max-clients N           connections at once   (default "
-          "16384)\n"
-          "  --max-line BYTES          longest input line    (default 4096)\n"
-          "  --max-backlog BYTES       output queued for one client before "
-          "it is dropped (default 1048576)\n"
-          "  --login-timeout SECONDS   time to pick a name   (default 60, 0 = "
-          "none)\n"
-          "  -q, --quiet               no log on standard error\n"
-          "  -h, --help                usage, exit 0\n"
-          "  -V, --version             version, exit 0\n",
-          program);
+  fprintf(
+      out,
+      "Usage: %s [NAME [PORT]] [options]\n"
+      "A telnet chat room (see docs/PROTOCOL.md).\n"
+      "\n"
+      "  NAME, -n, --name NAME     room name              "
+      "(default " OPTIONS_DEFAULT_ROOM_NAME ")\n"
+      "  PORT, -p, --port PORT     TCP port, 0 = any free (default " TEXT_OF(
+          OPTIONS_DEFAULT_PORT) ")\n"
+                                "  -H, --host ADDR           address to bind   "
+                                "    (default: all, "
+                                "IPv4 and IPv6)\n"
+                                "  --max-clients N           connections at "
+                                "once   (default " TEXT_OF(
+                                    OPTIONS_DEFAULT_MAX_CLIENTS) ")\n"
+                                                                 "  --max-line "
+                                                                 "BYTES        "
+                                                                 "  longest "
+                                                                 "input line   "
+                                                                 " ("
+                                                                 "default"
+                                                                 " " TEXT_OF(
+                                                                     OPTIONS_DEFAULT_MAX_LINE) ")\n"
+                                                                                               "  --max-backlog BYTES       output queued for one client before "
+                                                                                               "it is dropped (default " TEXT_OF(
+                                                                                                   OPTIONS_DEFAULT_MAX_BACKLOG) ")\n"
+                                                                                                                                "  --login-timeout SECONDS   time to pick a name   (default " TEXT_OF(
+                                                                                                                                    OPTIONS_DEFAULT_LOGIN_TIMEOUT) ", 0 = none)\n"
+                                                                                                                                                                   "  -q, --quiet               no log on standard error\n"
+                                                                                                                                                                   "  -h, --help                usage, exit 0\n"
+                                                                                                                                                                   "  -V, --version             version, exit 0\n",
+      program);
 }
 
 /* A whole decimal number in [low, high]. */
@@ -87,7 +102,7 @@ static bool parse_number(const char *text, unsigned long long low,
 
 static bool valid_room_name(const char *name) {
   size_t length = strlen(name);
-  return length > 0 && length <= ROOM_NAME_MAX_BYTES &&
+  return length > 0 && length <= CHAT_ROOM_NAME_MAX_BYTES &&
          utf8_validate(name, length, NULL) &&
          !utf8_has_control(name, length, false);
 }
@@ -106,8 +121,10 @@ static int set_option(struct chat_options *options, const char *program,
   switch (option) {
   case 'n':
     if (!valid_room_name(value))
-      return bad_argument(program, err, "room name", value,
-                          "use 1-256 bytes of UTF-8, no control characters");
+      return bad_argument(
+          program, err, "room name", value,
+          "use 1-" TEXT_OF(CHAT_ROOM_NAME_MAX_BYTES) " bytes of UTF-8, no "
+                                                     "control characters");
     options->room_name = value;
     return OPTIONS_RUN;
   case 'p':
@@ -152,14 +169,14 @@ static int set_option(struct chat_options *options, const char *program,
 
 int options_parse(struct chat_options *options, int argc, char *argv[],
                   FILE *out, FILE *err) {
-  const char *program = program_name(argc > 0 ? argv[0] : "chat");
+  const char *program = options_program_name(argc > 0 ? argv[0] : "chat");
   *options = (struct chat_options){
-      .room_name = "ChatServer",
-      .port = 1234,
-      .max_clients = 16384,
-      .max_line = 4096,
-      .max_backlog = 1048576,
-      .login_timeout = 60,
+      .room_name = OPTIONS_DEFAULT_ROOM_NAME,
+      .port = OPTIONS_DEFAULT_PORT,
+      .max_clients = OPTIONS_DEFAULT_MAX_CLIENTS,
+      .max_line = OPTIONS_DEFAULT_MAX_LINE,
+      .max_backlog = OPTIONS_DEFAULT_MAX_BACKLOG,
+      .login_timeout = OPTIONS_DEFAULT_LOGIN_TIMEOUT,
   };
   opterr = 0; /* we say what is wrong ourselves */
   /* 0, not 1: glibc then forgets the previous scan (a half-read cluster

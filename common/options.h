@@ -1,4 +1,4 @@
-/* The command line of SPEC.md section 1, the same for every model. */
+/* The command line of docs/PROTOCOL.md section 1, the same for every model. */
 #ifndef CHAT_OPTIONS_H
 #define CHAT_OPTIONS_H
 
@@ -17,6 +17,14 @@ struct chat_options {
   bool quiet;             /* no log on standard error */
 };
 
+/* The defaults, which --help names too. */
+#define OPTIONS_DEFAULT_ROOM_NAME "ChatServer"
+#define OPTIONS_DEFAULT_PORT 1234
+#define OPTIONS_DEFAULT_MAX_CLIENTS 16384
+#define OPTIONS_DEFAULT_MAX_LINE 4096
+#define OPTIONS_DEFAULT_MAX_BACKLOG 1048576
+#define OPTIONS_DEFAULT_LOGIN_TIMEOUT 60
+
 /* options_parse returns this when the server should run. */
 #define OPTIONS_RUN (-1)
 
@@ -26,6 +34,10 @@ struct chat_options {
  * `err`). */
 int options_parse(struct chat_options *options, int argc, char *argv[],
                   FILE *out, FILE *err);
+
+/* The program's base name, for messages: "chat-evented" from
+ * "build/bin/chat-evented". */
+const char *options_program_name(const char *argv0);
 
 /* "NAME running on port PORT", the line scripts and tests wait for. */
 void options_print_startup(const struct chat_options *options, unsigned port,

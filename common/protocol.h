@@ -1,4 +1,4 @@
-/* The fixed texts and limits of the chat protocol (../shared/SPEC.md).
+/* The fixed texts and limits of the chat protocol (docs/PROTOCOL.md).
  * Every byte a server sends that is not a user's own text comes from here. */
 #ifndef CHAT_PROTOCOL_H
 #define CHAT_PROTOCOL_H
@@ -24,6 +24,9 @@
 /* A user name: 1 to 32 code points, so at most 32 * 4 bytes of UTF-8. */
 #define CHAT_NAME_MAX_CHARACTERS 32
 #define CHAT_NAME_MAX_BYTES (CHAT_NAME_MAX_CHARACTERS * 4)
+
+/* A room name (--name): 1 to 256 bytes of UTF-8. The welcome line holds it. */
+#define CHAT_ROOM_NAME_MAX_BYTES 256
 
 /* The longest line the server formats around a user's text, beyond the text
  * itself: "NAME: " before it and CR LF after it, or a notice with a number. */

@@ -4,6 +4,7 @@
 
 #include "protocol.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 struct member {
@@ -23,7 +24,7 @@ struct room {
   uint32_t never_used; /* slots from here on were never handed out */
   int32_t first;
   int32_t last;
-  int32_t free_list; /* slots released for reuse, linked through next */
+  int32_t free_list;      /* slots released for reuse, linked through next */
   int32_t buckets_offset; /* in int32_t, from the start of the room */
   struct member members[];
 };
@@ -132,9 +133,13 @@ void room_leave(struct room *room, int slot) {
   room->count--;
 }
 
-size_t room_count(const struct room *room) { return room->count; }
+size_t room_count(const struct room *room) {
+  return room->count;
+}
 
-int room_first(const struct room *room) { return room->first; }
+int room_first(const struct room *room) {
+  return room->first;
+}
 
 int room_next(const struct room *room, int member) {
   return room->members[member].next;
@@ -168,4 +173,24 @@ void room_names(const struct room *room, room_write write, void *context) {
           room->members[member].name_length);
     write(context, CHAT_EOL, 2);
   }
+}
+
+const char *room_join_member(struct room *room, struct chat_text name,
+                             uintptr_t owner, int *member) {
+  const char *stored = NULL;
+  int joined = room_join(room, name, owner, &stored);
+  if (joined < 0)
+    return NULL;
+  *member = joined;
+  return stored;
+}
+
+void room_leave_member(struct room *room, int *member) {
+  room_leave(room, *member);
+  *member = -1;
+}
+
+struct room *room_create(size_t capacity) {
+  void *memory = calloc(1, room_size(capacity));
+  return memory ? room_init(memory, capacity) : NULL;
 }

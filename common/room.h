@@ -25,6 +25,8 @@ size_t room_size(size_t capacity);
 
 /* Prepares `memory` (room_size(capacity) bytes, zero-filled) as a room. */
 struct room *room_init(void *memory, size_t capacity);
+/* A room on the heap (calloc), freed with free(); NULL when out of memory. */
+struct room *room_create(size_t capacity);
 
 /* Registers a name; returns the member's index and sets *stored_name to the
  * room's copy of it, or returns -1 when the name is taken (or the room is
@@ -34,6 +36,15 @@ int room_join(struct room *room, struct chat_text name, uintptr_t owner,
 
 /* Releases a member's name and slot. */
 void room_leave(struct room *room, int member);
+
+/* The join and leave of a model that keeps its member's index in its own
+ * record (*member, -1 while not in the room), as common/step.h's hooks
+ * want them: room_join_member returns the room's copy of the name, or NULL
+ * when it is taken; room_leave_member releases the name and sets *member
+ * to -1. */
+const char *room_join_member(struct room *room, struct chat_text name,
+                             uintptr_t owner, int *member);
+void room_leave_member(struct room *room, int *member);
 
 size_t room_count(const struct room *room);
 

@@ -1,4 +1,4 @@
-/* The session logic of SPEC.md sections 3 and 4. */
+/* The session logic of docs/PROTOCOL.md sections 3 and 4. */
 #include "session.h"
 
 #include "protocol.h"
@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TOO_LONG_NOTICE "Line ignored: longer than %zu bytes" CHAT_EOL
@@ -13,8 +14,20 @@
 #define TEXT(literal) ((struct chat_text){literal, sizeof literal - 1})
 
 size_t session_scratch_size(size_t max_line) {
-  /* The longest thing formatted is a chat line: name, ": ", text, CR LF. */
-  return max_line + CHAT_LINE_OVERHEAD + 256;
+  /* The longest thing formatted is a chat line (name, ": ", text, CR LF),
+   * or the welcome, which holds the room's name. */
+  return max_line + CHAT_LINE_OVERHEAD + CHAT_ROOM_NAME_MAX_BYTES;
+}
+
+struct session_context session_context_make(const char *room_name,
+                                            size_t max_line, bool scratch) {
+  size_t scratch_size = session_scratch_size(max_line);
+  return (struct session_context){
+      .room_name = room_name,
+      .max_line = max_line,
+      .scratch = scratch ? malloc(scratch_size) : NULL,
+      .scratch_size = scratch_size,
+  };
 }
 
 static struct session_step reply(struct chat_text text) {

@@ -61,6 +61,12 @@ struct session_context {
 
 size_t session_scratch_size(size_t max_line);
 
+/* A context for a room and a line limit, with a scratch of its own (malloc:
+ * NULL when out of memory; free it with free()), or, without, none yet:
+ * each thread of chat-threaded brings its own. */
+struct session_context session_context_make(const char *room_name,
+                                            size_t max_line, bool scratch);
+
 /* A new connection: the welcome and the prompt. */
 struct session_step session_start(struct session *session,
                                   const struct session_context *context);

@@ -19,8 +19,8 @@ static void send_text(const struct step_model *model, void *client,
 /* Under the lock: what a step asks of the room. A join and the broadcast of
  * its arrival happen in one hold of the room, so that nobody hears of a
  * member before its arrival, and the arrival reaches everyone before any
- * of the newcomer's lines (SPEC.md section 5). Returns whether a name was
- * accepted. */
+ * of the newcomer's lines (docs/PROTOCOL.md section 5). Returns whether a name
+ * was accepted. */
 static bool act_on_room(const struct step_model *model, void *client,
                         struct session *session,
                         const struct session_context *context,

@@ -13,10 +13,10 @@ bool utf8_validate(const char *bytes, size_t length, size_t *characters);
 /* True when a byte is a control character: below 0x20, or 0x7F (DEL). */
 bool is_control_byte(unsigned char byte);
 
-/* True when a code point is a control character (SPEC.md section 4): below
- * U+0020, U+007F, the C1 controls U+0080 to U+009F (U+009B is a terminal's
- * CSI, U+0085 a line end), or a bidirectional override or isolate, U+202A
- * to U+202E and U+2066 to U+2069, which make a line display as something
+/* True when a code point is a control character (docs/PROTOCOL.md section 4):
+ * below U+0020, U+007F, the C1 controls U+0080 to U+009F (U+009B is a
+ * terminal's CSI, U+0085 a line end), or a bidirectional override or isolate,
+ * U+202A to U+202E and U+2066 to U+2069, which make a line display as something
  * other than what it holds. */
 bool is_control_character(unsigned long code_point);
 

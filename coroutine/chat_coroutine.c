@@ -3,7 +3,7 @@
  *
  * The model: one thread, one loop (loop.h: epoll and timers, no library),
  * and a coroutine per connection (coro.h: a stack of its own, switched by
- * hand). Each connection's session is one function, serve_client(), read
+ * hand). Each connection's session is one function, serve(), read
  * from top to bottom like chat-threaded's: greet, read lines and carry out
  * each step, depart, say the last lines, close. Where a thread would block,
  * the coroutine calls co_read() or co_write() (task.h): they try the system
@@ -34,18 +34,18 @@
  * by default) caps the connections near 32,000. And a coroutine must never
  * block the thread: a blocking call would stop every session at once. */
 #include "byte_buffer.h"
-#include "clock.h"
-#include "heap.h"
+#include "os/clock.h"
+#include "os/heap.h"
 #include "line_framer.h"
-#include "listener.h"
-#include "log.h"
+#include "os/listener.h"
+#include "os/log.h"
 #include "loop.h"
 #include "options.h"
-#include "policy.h"
-#include "refuse.h"
+#include "os/policy.h"
+#include "os/refuse.h"
 #include "room.h"
 #include "session.h"
-#include "startup.h"
+#include "os/startup.h"
 #include "step.h"
 #include "task.h"
 #ifdef CORO_MEASURE_STACK
@@ -91,7 +91,7 @@ struct client {
   /* The rest: */
   unsigned char cause;            /* enum departure_cause, once not open */
   int member;                     /* index in the room while registered */
-  struct task *task;              /* its coroutine, running serve_client */
+  struct task *task;              /* its coroutine, running serve */
   struct client *previous, *next; /* every client */
   long long login_deadline;       /* monotonic ms */
   struct line_framer framer;
@@ -125,16 +125,170 @@ static struct server {
 static void carry_out(struct client *client, struct session_step step);
 static void read_input(struct client *client);
 static void depart(struct client *client, enum departure_cause cause);
-static void say_last_lines(struct client *client, long long deadline);
-static void client_close(struct client *client);
+static void flush_last_lines(struct client *client, long long deadline);
+static void close_client(struct client *client);
 
-/* ---- The session: one coroutine per connection ------------------------ */
+/* The story (main, accept, serve, depart, shut down) comes first; what it
+ * calls is declared here. */
+static void serve(void *arg);
+static void close_after_flush(struct client *client);
+static void depart(struct client *client, enum departure_cause cause);
+static void write_pending(struct loop *loop, void *data);
+static int descriptor_limit(void);
+static void free_everything(void);
+static bool set_up_signals(void);
+static void accept_waiting(void *arg);
+#ifdef CORO_MEASURE_STACK
+static void report_stack_depth(void);
+#endif
+static void note_busy(struct loop *loop);
+static void stop_client(struct client *client, enum client_state state,
+                        enum departure_cause cause);
+static void watch_output(struct client *client, bool on);
+
+/* ---- main ------------------------------------------------------------ */
+
+int main(int argc, char *argv[]) {
+  unsigned port;
+  int status;
+  server.listener = startup_listen(&server.options, argc, argv, &port, &status);
+  if (server.listener < 0)
+    return status;
+  server.session = session_context_make(server.options.room_name,
+                                        server.options.max_line, true);
+  server.room = room_create(server.options.max_clients);
+  server.loop = loop_create(descriptor_limit());
+  const char *failed = !server.session.scratch ? "malloc (the scratch)"
+                       : !server.room          ? "room_create"
+                       : !server.loop          ? "loop_create"
+                                               : NULL;
+  if (failed) {
+    fprintf(stderr, "chat-coroutine: %s failed: %s\n", failed, strerror(errno));
+    free_everything();
+    return 1;
+  }
+  if (!set_up_signals()) {
+    fprintf(stderr, "chat-coroutine: cannot set up signals: %s\n",
+            strerror(errno));
+    free_everything();
+    return 1;
+  }
+  server.acceptor =
+      task_spawn(server.loop, accept_waiting, NULL, CORO_STACK_SIZE);
+  if (!server.acceptor) {
+    fprintf(stderr, "chat-coroutine: cannot start the acceptor: %s\n",
+            strerror(errno));
+    free_everything();
+    return 1;
+  }
+  loop_set_before_sleep(server.loop, write_pending, NULL);
+
+  options_print_startup(&server.options, port, stdout);
+  log_line("%s running on port %u: chat-coroutine, epoll by hand, %zu KiB "
+           "stacks",
+           server.options.room_name, port, (size_t)CORO_STACK_SIZE / 1024);
+
+  loop_run(server.loop);
+
+#ifdef CORO_MEASURE_STACK
+  report_stack_depth();
+#endif
+  free_everything();
+  log_line("stopped");
+  return 0;
+}
+
+/* ---- Accept: one more coroutine -------------------------------------- */
+
+static void on_accept(int fd, const struct sockaddr *address) {
+  struct peer_address peer = peer_address_from(address);
+  if (server.connections >= server.options.max_clients) {
+    refuse_full(fd, &peer);
+    return;
+  }
+  struct client *client = calloc(1, sizeof *client);
+  struct task *task =
+      client ? task_spawn(server.loop, serve, client, CORO_STACK_SIZE) : NULL;
+  if (!task) {
+    log_refused(&peer, "out of memory");
+    free(client);
+    close(fd);
+    return;
+  }
+  listener_send_at_once(fd);
+  client->fd = fd;
+  client->task = task;
+  client->peer = peer;
+  client->member = -1;
+  line_framer_init(&client->framer, server.options.max_line);
+  if (server.options.login_timeout > 0)
+    client->login_deadline =
+        loop_now(server.loop) + server.options.login_timeout * 1000LL;
+  client->previous = server.last;
+  if (server.last)
+    server.last->next = client;
+  else
+    server.first = client;
+  server.last = client;
+  server.connections++;
+  note_busy(server.loop);
+  log_accepted(&peer);
+}
+
+/* Out of descriptors (or memory), the listener stays ready and accepting
+ * again would spin: pause until a client closes or a moment has passed.
+ * The log says so once per shortage, not at every retry. */
+static void pause_accepting(int error) {
+  if (!server.accept_stalled)
+    log_line("accept paused: %s", strerror(error));
+  server.accept_stalled = true;
+  server.accept_paused = true;
+  co_sleep(loop_now(server.loop) + ACCEPT_RETRY_MILLISECONDS);
+  server.accept_paused = false;
+}
+
+/* The acceptor's coroutine: accept until shutdown, a batch at a time. */
+static void accept_waiting(void *arg) {
+  (void)arg;
+  int in_a_row = 0;
+  while (!server.shutting_down) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    int fd = accept4(server.listener, (struct sockaddr *)&address, &length,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      on_accept(fd, (struct sockaddr *)&address);
+      if (++in_a_row == ACCEPT_BATCH) { /* the others' turn */
+        in_a_row = 0;
+        co_sleep(loop_now(server.loop));
+      }
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (server.accept_stalled) { /* everyone waiting got in */
+        server.accept_stalled = false;
+        log_line("accept resumed");
+      }
+      in_a_row = 0;
+      co_wait(server.listener, LOOP_READABLE, 0);
+    } else if (accept_error_is_exhaustion(errno)) {
+      pause_accepting(errno);
+    } else if (!accept_error_is_transient(errno)) {
+      log_line("accept failed: %s", strerror(errno));
+    }
+  }
+  co_close(server.listener);
+  server.listener = -1;
+  server.acceptor = NULL;
+  if (server.connections == 0)
+    loop_stop(server.loop);
+}
+
+/* ---- Serve: one coroutine per connection ----------------------------- */
 
 /* A client's whole session, top to bottom. Each co_read() inside may
  * suspend it; the loop resumes it when its socket has input, its login
  * deadline passes, or it is stopped from outside (dropped for being slow,
  * or the server shutting down). */
-static void serve_client(void *arg) {
+static void serve(void *arg) {
   struct client *client = arg;
   carry_out(client, session_start(&client->session, &server.session));
   while (client->state == CLIENT_OPEN)
@@ -142,34 +296,10 @@ static void serve_client(void *arg) {
   /* No longer open; client->cause was set once, when it stopped. */
   if (client->cause != DEPARTURE_SHUTDOWN) /* at shutdown nobody is told */
     depart(client, client->cause);
-  if (client->state == CLIENT_CLOSING) {
-    long long deadline =
-        client->cause == DEPARTURE_SHUTDOWN
-            ? server.shutdown_deadline.when
-            : loop_now(server.loop) + FLUSH_TIMEOUT_MILLISECONDS;
-    say_last_lines(client, deadline);
-  }
-  client_close(client);
+  close_after_flush(client);
 }
 
-/* ---- Stopping a client ------------------------------------------------ */
-
-/* A client stops being open once, for the first cause found; dropping it
- * also cuts short a closing client's last lines. Its coroutine, if another
- * one stops it, is woken to go on with the end of its session. */
-static void stop_client(struct client *client, enum client_state state,
-                        enum departure_cause cause) {
-  bool was_open = client->state == CLIENT_OPEN;
-  if (was_open)
-    client->cause = (unsigned char)cause;
-  if (!was_open && state != CLIENT_DROPPED)
-    return;
-  client->state = (unsigned char)state;
-  if (task_current() != client->task)
-    task_wake(client->task);
-}
-
-/* ---- Reading ------------------------------------------------------- */
+/* ---- Serve: read input ----------------------------------------------- */
 
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
@@ -204,7 +334,126 @@ static void read_input(struct client *client) {
   }
 }
 
-/* ---- Output: queued, written once per loop turn ----------------------- */
+/* ---- Depart, close after the last lines ------------------------------ */
+
+/* A closing client says its last lines, for FLUSH_TIMEOUT_MILLISECONDS at
+ * most (at shutdown, until shutdown's deadline), so that a client that never
+ * reads cannot keep it; then it is closed. A dropped one is closed at once. */
+static void close_after_flush(struct client *client) {
+  if (client->state == CLIENT_CLOSING) {
+    long long deadline =
+        client->cause == DEPARTURE_SHUTDOWN
+            ? server.shutdown_deadline.when
+            : loop_now(server.loop) + FLUSH_TIMEOUT_MILLISECONDS;
+    flush_last_lines(client, deadline);
+  }
+  close_client(client);
+}
+
+/* The coroutine writes its own last lines, waiting for the socket as long
+ * as the deadline allows; a drop (shutdown's deadline) cuts them short. The
+ * loop writes nothing more for it. */
+static void flush_last_lines(struct client *client, long long deadline) {
+  watch_output(client, false);
+  while (client->state == CLIENT_CLOSING &&
+         client->sent < client->output.length) {
+    ssize_t sent = co_write(client->fd, client->output.bytes + client->sent,
+                            client->output.length - client->sent, deadline);
+    if (sent <= 0)
+      return;
+    client->sent += (size_t)sent;
+  }
+}
+
+static void list_remove(struct client *client) {
+  if (client->previous)
+    client->previous->next = client->next;
+  else
+    server.first = client->next;
+  if (client->next)
+    client->next->previous = client->previous;
+  else
+    server.last = client->previous;
+}
+
+/* The coroutine's last act: the client leaves every list, its socket is
+ * closed (and a descriptor is free again for accepting), its memory freed.
+ * The task itself is freed by the loop once this function returns. */
+static void close_client(struct client *client) {
+  if (client->member >= 0) /* at shutdown: silently */
+    room_leave(server.room, client->member);
+  if (client->pending) { /* rare: unlink it from this turn's writes */
+    struct client **link = &server.pending;
+    while (*link != client)
+      link = &(*link)->next_pending;
+    *link = client->next_pending;
+  }
+  list_remove(client);
+  co_close(client->fd);
+  line_framer_release(&client->framer);
+  byte_buffer_release(&client->output);
+  free(client);
+  server.connections--;
+  note_busy(server.loop);
+  if (server.accept_paused)
+    task_wake(server.acceptor);
+  if (server.shutting_down && server.connections == 0 && !server.acceptor)
+    loop_stop(server.loop);
+}
+
+/* ---- Shut down ------------------------------------------------------- */
+
+/* The goodbyes' time is up: whoever has not taken theirs is closed now. */
+static void on_shutdown_deadline(struct loop *loop, struct loop_timer *timer) {
+  (void)loop;
+  (void)timer;
+  for (struct client *client = server.first; client; client = client->next)
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_SHUTDOWN);
+}
+
+/* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every client and let
+ * each coroutine say it and close; the loop ends with the last of them. */
+static void shut_down(struct loop *loop, int fd, void *data, int ready) {
+  (void)data;
+  (void)ready;
+  struct signalfd_siginfo received;
+  if (read(fd, &received, sizeof received) != sizeof received ||
+      server.shutting_down)
+    return;
+  server.shutting_down = true;
+  log_shutting_down((int)received.ssi_signo, server.connections);
+  loop_unwatch(loop, fd, LOOP_READABLE);
+  loop_timer_start(loop, &server.shutdown_deadline,
+                   loop_now(loop) + SHUTDOWN_GRACE_MILLISECONDS,
+                   on_shutdown_deadline, NULL);
+  if (server.acceptor)
+    task_wake(server.acceptor);
+  for (struct client *client = server.first; client; client = client->next) {
+    if (client->state == CLIENT_OPEN) {
+      stop_client(client, CLIENT_CLOSING, DEPARTURE_SHUTDOWN);
+      carry_out(client, session_shutdown(&client->session));
+    }
+  }
+}
+
+/* ---- Helpers: a client's state --------------------------------------- */
+
+/* A client stops being open once, for the first cause found; dropping it
+ * also cuts short a closing client's last lines. Its coroutine, if another
+ * one stops it, is woken to go on with the end of its session. */
+static void stop_client(struct client *client, enum client_state state,
+                        enum departure_cause cause) {
+  bool was_open = client->state == CLIENT_OPEN;
+  if (was_open)
+    client->cause = (unsigned char)cause;
+  if (!was_open && state != CLIENT_DROPPED)
+    return;
+  client->state = (unsigned char)state;
+  if (task_current() != client->task)
+    task_wake(client->task);
+}
+
+/* ---- Helpers: output, queued, written once per loop turn ------------- */
 
 static void watch_output(struct client *client, bool on);
 
@@ -323,26 +572,19 @@ static void on_heap_timer(struct loop *loop, struct loop_timer *timer) {
   }
 }
 
-/* ---- The session's steps: common/step.h, over this model's hooks ------- */
+/* ---- Helpers: the session's steps, over this model's hooks (step.h) -- */
 
 static void send_to_client(void *client, const char *bytes, size_t length) {
   queue_output(client, bytes, length);
 }
 
 static const char *join_room(void *client, struct chat_text name) {
-  struct client *joining = client;
-  const char *stored = NULL;
-  int member = room_join(server.room, name, (uintptr_t)joining, &stored);
-  if (member < 0)
-    return NULL;
-  joining->member = member;
-  return stored;
+  return room_join_member(server.room, name, (uintptr_t)client,
+                          &((struct client *)client)->member);
 }
 
 static void leave_room(void *client) {
-  struct client *leaving = client;
-  room_leave(server.room, leaving->member);
-  leaving->member = -1;
+  room_leave_member(server.room, &((struct client *)client)->member);
 }
 
 /* The room's delivery interface: a room line, formatted once, copied into
@@ -397,180 +639,7 @@ static void depart(struct client *client, enum departure_cause cause) {
   carry_out(client, session_end(&client->session, &server.session));
 }
 
-/* ---- Closing ------------------------------------------------------- */
-
-/* The coroutine writes its own last lines, waiting for the socket as long
- * as the deadline allows; a drop (shutdown's deadline) cuts them short. The
- * loop writes nothing more for it. */
-static void say_last_lines(struct client *client, long long deadline) {
-  watch_output(client, false);
-  while (client->state == CLIENT_CLOSING &&
-         client->sent < client->output.length) {
-    ssize_t sent = co_write(client->fd, client->output.bytes + client->sent,
-                            client->output.length - client->sent, deadline);
-    if (sent <= 0)
-      return;
-    client->sent += (size_t)sent;
-  }
-}
-
-static void list_remove(struct client *client) {
-  if (client->previous)
-    client->previous->next = client->next;
-  else
-    server.first = client->next;
-  if (client->next)
-    client->next->previous = client->previous;
-  else
-    server.last = client->previous;
-}
-
-/* The coroutine's last act: the client leaves every list, its socket is
- * closed (and a descriptor is free again for accepting), its memory freed.
- * The task itself is freed by the loop once this function returns. */
-static void client_close(struct client *client) {
-  if (client->member >= 0) /* at shutdown: silently */
-    room_leave(server.room, client->member);
-  if (client->pending) { /* rare: unlink it from this turn's writes */
-    struct client **link = &server.pending;
-    while (*link != client)
-      link = &(*link)->next_pending;
-    *link = client->next_pending;
-  }
-  list_remove(client);
-  co_close(client->fd);
-  line_framer_release(&client->framer);
-  byte_buffer_release(&client->output);
-  free(client);
-  server.connections--;
-  note_busy(server.loop);
-  if (server.accept_paused)
-    task_wake(server.acceptor);
-  if (server.shutting_down && server.connections == 0 && !server.acceptor)
-    loop_stop(server.loop);
-}
-
-/* ---- Accepting: one more coroutine ------------------------------------ */
-
-static void on_accept(int fd, const struct sockaddr *address) {
-  struct peer_address peer = peer_address_from(address);
-  if (server.connections >= server.options.max_clients) {
-    refuse_full(fd, &peer);
-    return;
-  }
-  struct client *client = calloc(1, sizeof *client);
-  struct task *task =
-      client ? task_spawn(server.loop, serve_client, client, CORO_STACK_SIZE)
-             : NULL;
-  if (!task) {
-    log_refused(&peer, "out of memory");
-    free(client);
-    close(fd);
-    return;
-  }
-  listener_send_at_once(fd);
-  client->fd = fd;
-  client->task = task;
-  client->peer = peer;
-  client->member = -1;
-  line_framer_init(&client->framer, server.options.max_line);
-  if (server.options.login_timeout > 0)
-    client->login_deadline =
-        loop_now(server.loop) + server.options.login_timeout * 1000LL;
-  client->previous = server.last;
-  if (server.last)
-    server.last->next = client;
-  else
-    server.first = client;
-  server.last = client;
-  server.connections++;
-  note_busy(server.loop);
-  log_accepted(&peer);
-}
-
-/* Out of descriptors (or memory), the listener stays ready and accepting
- * again would spin: pause until a client closes or a moment has passed.
- * The log says so once per shortage, not at every retry. */
-static void pause_accepting(int error) {
-  if (!server.accept_stalled)
-    log_line("accept paused: %s", strerror(error));
-  server.accept_stalled = true;
-  server.accept_paused = true;
-  co_sleep(loop_now(server.loop) + ACCEPT_RETRY_MILLISECONDS);
-  server.accept_paused = false;
-}
-
-/* The acceptor's coroutine: accept until shutdown, a batch at a time. */
-static void accept_clients(void *arg) {
-  (void)arg;
-  int in_a_row = 0;
-  while (!server.shutting_down) {
-    struct sockaddr_storage address;
-    socklen_t length = sizeof address;
-    int fd = accept4(server.listener, (struct sockaddr *)&address, &length,
-                     SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      on_accept(fd, (struct sockaddr *)&address);
-      if (++in_a_row == ACCEPT_BATCH) { /* the others' turn */
-        in_a_row = 0;
-        co_sleep(loop_now(server.loop));
-      }
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (server.accept_stalled) { /* everyone waiting got in */
-        server.accept_stalled = false;
-        log_line("accept resumed");
-      }
-      in_a_row = 0;
-      co_wait(server.listener, LOOP_READABLE, 0);
-    } else if (accept_error_is_exhaustion(errno)) {
-      pause_accepting(errno);
-    } else if (!accept_error_is_transient(errno)) {
-      log_line("accept failed: %s", strerror(errno));
-    }
-  }
-  co_close(server.listener);
-  server.listener = -1;
-  server.acceptor = NULL;
-  if (server.connections == 0)
-    loop_stop(server.loop);
-}
-
-/* ---- Shutdown ------------------------------------------------------- */
-
-/* The goodbyes' time is up: whoever has not taken theirs is closed now. */
-static void on_shutdown_deadline(struct loop *loop, struct loop_timer *timer) {
-  (void)loop;
-  (void)timer;
-  for (struct client *client = server.first; client; client = client->next)
-    stop_client(client, CLIENT_DROPPED, DEPARTURE_SHUTDOWN);
-}
-
-/* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every client and let
- * each coroutine say it and close; the loop ends with the last of them. */
-static void on_signal(struct loop *loop, int fd, void *data, int ready) {
-  (void)data;
-  (void)ready;
-  struct signalfd_siginfo received;
-  if (read(fd, &received, sizeof received) != sizeof received ||
-      server.shutting_down)
-    return;
-  server.shutting_down = true;
-  log_shutting_down((int)received.ssi_signo, server.connections);
-  loop_unwatch(loop, fd, LOOP_READABLE);
-  loop_timer_start(loop, &server.shutdown_deadline,
-                   loop_now(loop) + SHUTDOWN_GRACE_MILLISECONDS,
-                   on_shutdown_deadline, NULL);
-  if (server.acceptor)
-    task_wake(server.acceptor);
-  for (struct client *client = server.first; client; client = client->next) {
-    if (client->state == CLIENT_OPEN) {
-      stop_client(client, CLIENT_CLOSING, DEPARTURE_SHUTDOWN);
-      carry_out(client, session_shutdown(&client->session));
-    }
-  }
-}
-
-/* ---- Setup, loop, teardown -------------------------------------------- */
+/* ---- Helpers: setup, loop, teardown ---------------------------------- */
 
 static bool set_up_signals(void) {
   sigset_t stop;
@@ -582,7 +651,7 @@ static bool set_up_signals(void) {
     return false;
   server.signals = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
   return server.signals >= 0 && loop_watch(server.loop, server.signals,
-                                           LOOP_READABLE, on_signal, NULL);
+                                           LOOP_READABLE, shut_down, NULL);
 }
 
 #ifdef CORO_MEASURE_STACK
@@ -624,60 +693,4 @@ static void free_everything(void) {
   loop_destroy(server.loop);
   free(server.room);
   free(server.session.scratch);
-}
-
-int main(int argc, char *argv[]) {
-  unsigned port;
-  int status;
-  server.listener = startup_listen(&server.options, argc, argv, &port, &status);
-  if (server.listener < 0)
-    return status;
-  /* Nobody's business but a debugger's: they must not end the server. */
-  signal(SIGUSR1, SIG_IGN);
-  signal(SIGUSR2, SIG_IGN);
-  size_t scratch_size = session_scratch_size(server.options.max_line);
-  server.session = (struct session_context){
-      .room_name = server.options.room_name,
-      .max_line = server.options.max_line,
-      .scratch = malloc(scratch_size),
-      .scratch_size = scratch_size,
-  };
-  void *room_memory = calloc(1, room_size(server.options.max_clients));
-  server.room =
-      room_memory ? room_init(room_memory, server.options.max_clients) : NULL;
-  server.loop = loop_create(descriptor_limit());
-  if (!server.session.scratch || !server.room || !server.loop) {
-    fprintf(stderr, "chat-coroutine: cannot set up: out of memory\n");
-    free_everything();
-    return 1;
-  }
-  if (!set_up_signals()) {
-    fprintf(stderr, "chat-coroutine: cannot set up signals: %s\n",
-            strerror(errno));
-    free_everything();
-    return 1;
-  }
-  server.acceptor =
-      task_spawn(server.loop, accept_clients, NULL, CORO_STACK_SIZE);
-  if (!server.acceptor) {
-    fprintf(stderr, "chat-coroutine: cannot start the acceptor: %s\n",
-            strerror(errno));
-    free_everything();
-    return 1;
-  }
-  loop_set_before_sleep(server.loop, write_pending, NULL);
-
-  options_print_startup(&server.options, port, stdout);
-  log_line("%s running on port %u: chat-coroutine, epoll by hand, %zu KiB "
-           "stacks",
-           server.options.room_name, port, (size_t)CORO_STACK_SIZE / 1024);
-
-  loop_run(server.loop);
-
-#ifdef CORO_MEASURE_STACK
-  report_stack_depth();
-#endif
-  free_everything();
-  log_line("stopped");
-  return 0;
 }

@@ -12,7 +12,7 @@
  *   turn in which the loop sees it, resumes the task waiting in co_read(),
  *   which reads it and waits again.
  * Each figure is the median of 5 runs, in nanoseconds. */
-#include "clock.h"
+#include "os/clock.h"
 #include "coro.h"
 #include "loop.h"
 #include "task.h"

@@ -25,7 +25,7 @@
  * other. */
 #include "loop.h"
 
-#include "clock.h"
+#include "os/clock.h"
 
 #include <errno.h>
 #include <stdlib.h>

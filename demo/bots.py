@@ -3,7 +3,7 @@
 
     python3 demo/bots.py --port 1234 --bots 1000 --rate 2
 
-Holds up to N connections to a chat server (SPEC.md protocol), each a user
+Holds up to N connections to a chat server (docs/PROTOCOL.md protocol), each a user
 with a human name (ada17, linus3, ...). Together they send --rate lines per
 second, human-sounding ones, so that a student on telnet sees a room that is
 alive. The population moves in waves (--wave seconds, between --low x N and

@@ -123,7 +123,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The server: its first line on stdout says the port (SPEC.md, section 1).
+# The server: its first line on stdout says the port (docs/PROTOCOL.md, section 1).
 "$server_bin" ClassRoom "$port" --login-timeout 0 \
   >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!

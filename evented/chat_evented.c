@@ -3,7 +3,7 @@
  * The model: one thread, one event_base. The kernel tells the loop which
  * sockets are ready (epoll); the loop runs the callback of each, and no
  * callback ever blocks. Every client is a struct with one event in it: when
- * its socket has input, on_read() reads it and carries out each line. The
+ * its socket has input, read_input() reads it and carries out each line. The
  * room is a plain data structure: with one thread, nothing else can touch
  * it, so it needs no lock.
  *
@@ -26,17 +26,17 @@
  * threads behind the loop. And it is the hardest of the three to read: the
  * session's flow is spread over callbacks instead of down one function. */
 #include "byte_buffer.h"
-#include "clock.h"
-#include "heap.h"
+#include "os/clock.h"
+#include "os/heap.h"
 #include "line_framer.h"
-#include "listener.h"
-#include "log.h"
+#include "os/listener.h"
+#include "os/log.h"
 #include "options.h"
-#include "policy.h"
-#include "refuse.h"
+#include "os/policy.h"
+#include "os/refuse.h"
 #include "room.h"
 #include "session.h"
-#include "startup.h"
+#include "os/startup.h"
 #include "step.h"
 
 #include <event2/event.h>
@@ -111,83 +111,232 @@ static struct server {
   bool stopped; /* the loop ends */
 } server;
 
-/* ---- Lists ---------------------------------------------------------- */
-
+/* The story (main, accept, serve, depart, shut down) comes first; what it
+ * calls is declared here. */
+static struct event_base *new_event_base(void);
+static void on_accept(struct evconnlistener *listener, evutil_socket_t fd,
+                      struct sockaddr *address, int length, void *arg);
+static bool create_events(void);
+static void free_everything(void);
+static void on_accept_error(struct evconnlistener *listener, void *arg);
+static void run_loop(void);
 static void list_append(struct client_list *list, struct client *client,
-                        enum list_kind kind) {
-  client->links[kind] = (struct links){.previous = list->last, .next = NULL};
-  if (list->last)
-    list->last->links[kind].next = client;
-  else
-    list->first = client;
-  list->last = client;
-}
-
-static bool list_contains(const struct client_list *list,
-                          const struct client *client, enum list_kind kind) {
-  return client->links[kind].previous || list->first == client;
-}
-
+                        enum list_kind kind);
+static struct event *client_event(struct client *client);
+static void serve(evutil_socket_t fd, short events, void *arg);
+static void carry_out(struct client *client, struct session_step step);
+static void resume_accepting(void);
+static void lose_client(struct client *client, int error);
+static void depart(struct client *client, enum departure_cause cause);
+static void close_after_flush(struct client *client);
+static bool on_frame(void *context, const struct frame *frame);
+static void drop_client(struct client *client, enum departure_cause cause);
+static void close_client(struct client *client);
+static bool watch(struct client *client, unsigned char events);
+static void stop_loop(void);
+static bool write_output(struct client *client);
 static void list_remove(struct client_list *list, struct client *client,
-                        enum list_kind kind) {
-  if (!list_contains(list, client, kind))
+                        enum list_kind kind);
+static bool list_contains(const struct client_list *list,
+                          const struct client *client, enum list_kind kind);
+static void queue_output(struct client *client, const char *bytes,
+                         size_t length);
+static void deliver(void *context, uintptr_t owner, struct chat_text line);
+
+/* ---- main ------------------------------------------------------------ */
+
+int main(int argc, char *argv[]) {
+  unsigned port;
+  int status;
+  int fd = startup_listen(&server.options, argc, argv, &port, &status);
+  if (fd < 0)
+    return status;
+  server.session = session_context_make(server.options.room_name,
+                                        server.options.max_line, true);
+  server.room = room_create(server.options.max_clients);
+  server.base = new_event_base();
+  if (server.base)
+    server.listener = evconnlistener_new(server.base, on_accept, NULL,
+                                         LEV_OPT_CLOSE_ON_FREE, 0, fd);
+  const char *failed = !server.session.scratch ? "malloc (the scratch)"
+                       : !server.room          ? "room_create"
+                       : !server.base          ? "event_base_new"
+                       : !server.listener      ? "evconnlistener_new"
+                       : !create_events()      ? "event_new"
+                                               : NULL;
+  if (failed) {
+    fprintf(stderr, "chat-evented: %s failed\n", failed);
+    if (!server.listener)
+      close(fd);
+    free_everything();
+    return 1;
+  }
+  evconnlistener_set_error_cb(server.listener, on_accept_error);
+
+  options_print_startup(&server.options, port, stdout);
+  log_line("%s running on port %u: chat-evented, libevent %s (%s)",
+           server.options.room_name, port, event_get_version(),
+           event_base_get_method(server.base));
+
+  run_loop();
+
+  free_everything();
+  log_line("stopped");
+  return 0;
+}
+
+/* ---- Accept ---------------------------------------------------------- */
+
+static void schedule_login_timer(void) {
+  struct client *oldest = server.waiting_for_name.first;
+  if (!oldest || evtimer_pending(server.login_timer, NULL))
     return;
-  struct links *links = &client->links[kind];
-  if (links->previous)
-    links->previous->links[kind].next = links->next;
-  else
-    list->first = links->next;
-  if (links->next)
-    links->next->links[kind].previous = links->previous;
-  else
-    list->last = links->previous;
-  *links = (struct links){0};
+  long long wait = oldest->deadline - now_milliseconds();
+  struct timeval delay = timeval_from_milliseconds(wait > 0 ? wait : 0);
+  evtimer_add(server.login_timer, &delay);
 }
 
-static struct timeval milliseconds(long long ms) {
-  return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+static void on_accept(struct evconnlistener *listener, evutil_socket_t fd,
+                      struct sockaddr *address, int length, void *arg) {
+  (void)listener;
+  (void)length;
+  (void)arg;
+  struct peer_address peer = peer_address_from(address);
+  if (server.connections >= server.options.max_clients) {
+    refuse_full(fd, &peer);
+    return;
+  }
+  struct client *client =
+      calloc(1, sizeof *client + event_get_struct_event_size());
+  if (!client) {
+    log_refused(&peer, "out of memory");
+    evutil_closesocket(fd);
+    return;
+  }
+  listener_send_at_once(fd);
+  client->fd = fd;
+  client->peer = peer;
+  client->member = -1;
+  line_framer_init(&client->framer, server.options.max_line);
+  server.connections++;
+  list_append(&server.clients, client, LIST_ALL);
+  log_accepted(&peer);
+  if (server.options.login_timeout > 0) {
+    client->deadline =
+        now_milliseconds() + server.options.login_timeout * 1000LL;
+    list_append(&server.waiting_for_name, client, LIST_WAITING);
+    schedule_login_timer();
+  }
+  event_assign(client_event(client), server.base, fd, EV_READ | EV_PERSIST,
+               serve, client);
+  event_add(client_event(client), NULL);
+  client->watching = EV_READ;
+  carry_out(client, session_start(&client->session, &server.session));
 }
 
-static struct event *client_event(struct client *client) {
-  return (struct event *)(void *)client->event_data;
-}
-
-/* ---- Closing -------------------------------------------------------- */
-
-static void on_client_io(evutil_socket_t fd, short events, void *arg);
-
-static void stop_loop(void) {
-  server.stopped = true;
-  event_base_loopbreak(server.base);
-}
-
-/* Accepting again after running out of descriptors; if it does not run
- * out again before accept_retry fires, the shortage is over. */
-static void resume_accepting(void) {
-  if (server.accept_paused && !server.shutting_down) {
-    server.accept_paused = false;
-    evconnlistener_enable(server.listener);
-    struct timeval retry = milliseconds(ACCEPT_RETRY_MILLISECONDS);
-    evtimer_add(server.accept_retry, &retry);
+static void on_accept_retry(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  (void)events;
+  (void)arg;
+  if (server.accept_paused) {
+    resume_accepting();
+  } else if (server.accept_stalled) {
+    server.accept_stalled = false;
+    log_line("accept resumed");
   }
 }
 
-static void client_free(struct client *client) {
-  list_remove(&server.clients, client, LIST_ALL);
-  list_remove(&server.waiting_for_name, client, LIST_WAITING);
-  list_remove(&server.pending_output, client, LIST_PENDING);
-  event_del(client_event(client));
-  evutil_closesocket(client->fd);
-  line_framer_release(&client->framer);
-  byte_buffer_release(&client->output);
-  free(client);
-  server.connections--;
-  resume_accepting(); /* a descriptor is free: waiting clients get it now */
-  if (server.shutting_down && server.connections == 0)
-    stop_loop();
+/* accept() failed. Out of descriptors (or memory), the listener would fire
+ * again at once and spin: pause it until a client leaves or a moment has
+ * passed. A shortage is logged once when it starts, and once when it ends
+ * (a retry period without running out), however many retries and
+ * admissions it takes: accept() fails for want of a descriptor even when
+ * nobody is waiting, so a failure says nothing about the queue. */
+static void on_accept_error(struct evconnlistener *listener, void *arg) {
+  (void)arg;
+  int error = EVUTIL_SOCKET_ERROR();
+  if (!accept_error_is_exhaustion(error)) {
+    log_line("accept failed: %s", strerror(error));
+    return;
+  }
+  if (!server.accept_stalled)
+    log_line("accept paused: %s", strerror(error));
+  server.accept_stalled = true;
+  server.accept_paused = true;
+  evconnlistener_disable(listener);
+  struct timeval retry = timeval_from_milliseconds(ACCEPT_RETRY_MILLISECONDS);
+  evtimer_add(server.accept_retry, &retry);
 }
 
-static void carry_out(struct client *client, struct session_step step);
+/* ---- Serve: a connection's events ------------------------------------ */
+
+/* The client's socket has input: one read, and every line in it carried
+ * out. Returns false when the client was freed. */
+static bool read_input(struct client *client) {
+  static char input[READ_CHUNK];
+  ssize_t got = recv(client->fd, input, sizeof input, 0);
+  if (got < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return true;
+    lose_client(client, errno); /* reset, or worse */
+    return false;
+  }
+  if (got == 0) {
+    /* End of input, maybe only a half-close: every complete line was
+     * already handled; answer what is pending, then close. */
+    depart(client, DEPARTURE_CLOSED);
+    close_after_flush(client); /* which may free it */
+    return false;
+  }
+  if (line_framer_push(&client->framer, input, (size_t)got, on_frame, client) ==
+          FRAMER_NO_MEMORY &&
+      client->state == CLIENT_OPEN)
+    drop_client(client, DEPARTURE_ERROR);
+  if (client->state == CLIENT_CLOSING) { /* it said QUIT */
+    depart(client, DEPARTURE_QUIT);
+    close_after_flush(client); /* which may free it */
+    return false;
+  }
+  return client->state == CLIENT_OPEN;
+}
+
+static void serve(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  struct client *client = arg;
+  if (client->state == CLIENT_DROPPED)
+    return; /* on_drop_dropped closes it */
+  if (client->state == CLIENT_CLOSING) {
+    if (events & EV_TIMEOUT)
+      close_client(client); /* it did not take its last lines in time */
+    else
+      write_output(client);
+    return;
+  }
+  if ((events & EV_READ) && !read_input(client))
+    return;
+  if ((events & EV_WRITE) && client->state == CLIENT_OPEN)
+    write_output(client);
+}
+
+/* ---- Serve: the login deadline --------------------------------------- */
+
+static void on_login_timer(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  (void)events;
+  (void)arg;
+  long long now = now_milliseconds();
+  struct client *client;
+  while ((client = server.waiting_for_name.first) && client->deadline <= now) {
+    list_remove(&server.waiting_for_name, client, LIST_WAITING);
+    log_departed(&client->peer, NULL, 0, DEPARTURE_TIMEOUT);
+    carry_out(client, session_timed_out(&client->session));
+    if (client->state == CLIENT_CLOSING)
+      close_after_flush(client);
+  }
+  schedule_login_timer();
+}
+
+/* ---- Depart, drop, close after the last lines ------------------------ */
 
 /* A registered user leaves the room: everyone else is told, once. */
 static void depart(struct client *client, enum departure_cause cause) {
@@ -195,35 +344,6 @@ static void depart(struct client *client, enum departure_cause cause) {
   log_departed(&client->peer, client->session.name, client->session.name_length,
                cause);
   carry_out(client, session_end(&client->session, &server.session));
-}
-
-/* Points the client's event at what it waits for: its input while it is
- * open, room in its socket while output is left over. A closing client
- * waits for room only, until its deadline, once per call. Returns false
- * when it was freed instead (its deadline has passed). With libevent's
- * epoll changelist, the change costs one epoll_ctl at the next wait, and
- * none when it is undone within the same turn. */
-static bool watch(struct client *client, unsigned char events) {
-  struct event *event = client_event(client);
-  struct timeval left, *timeout = NULL;
-  if (client->state == CLIENT_CLOSING) {
-    long long ms = client->deadline - now_milliseconds();
-    if (ms <= 0) {
-      client_free(client);
-      return false;
-    }
-    left = milliseconds(ms);
-    timeout = &left;
-  } else if (events == client->watching) {
-    return true;
-  }
-  event_del(event);
-  short persist = client->state == CLIENT_CLOSING ? 0 : EV_PERSIST;
-  event_assign(event, server.base, client->fd, (short)(events | persist),
-               on_client_io, client);
-  event_add(event, timeout);
-  client->watching = events;
-  return true;
 }
 
 /* Says the last lines, then closes. Its output may not even have been
@@ -237,7 +357,7 @@ static void close_after_flush(struct client *client) {
   if (list_contains(&server.pending_output, client, LIST_PENDING))
     return; /* written at the end of the turn, then freed or watched */
   if (client->output.length == 0)
-    client_free(client);
+    close_client(client);
   else
     watch(client, EV_WRITE); /* its socket is full: wait for room */
 }
@@ -265,7 +385,7 @@ static void on_drop_dropped(evutil_socket_t fd, short events, void *arg) {
     struct client *client = server.dropped;
     server.dropped = client->next_dropped;
     depart(client, (enum departure_cause)client->cause);
-    client_free(client);
+    close_client(client);
   }
 }
 
@@ -277,121 +397,119 @@ static void lose_client(struct client *client, int error) {
                            error == ETIMEDOUT || error == ECONNABORTED
                        ? DEPARTURE_CLOSED
                        : DEPARTURE_FAILED);
-  client_free(client);
+  close_client(client);
 }
 
-/* ---- Output --------------------------------------------------------- */
-
-/* Queues bytes for one client, unless that would leave more than
- * --max-backlog bytes unsent: then it is dropped instead, and nobody else
- * waits for it. The bytes go out at the end of the turn (write_pending), or
- * when the socket has room, if it had none. */
-static void queue_output(struct client *client, const char *bytes,
-                         size_t length) {
-  if (client->state != CLIENT_OPEN || length == 0)
-    return;
-  if (client->output.length + length > server.options.max_backlog) {
-    drop_client(client, DEPARTURE_SLOW);
-    return;
-  }
-  if (!byte_buffer_append(&client->output, bytes, length)) {
-    drop_client(client, DEPARTURE_ERROR); /* out of memory */
-    return;
-  }
-  if (!(client->watching & EV_WRITE) &&
-      !list_contains(&server.pending_output, client, LIST_PENDING))
-    list_append(&server.pending_output, client, LIST_PENDING);
+static void close_client(struct client *client) {
+  list_remove(&server.clients, client, LIST_ALL);
+  list_remove(&server.waiting_for_name, client, LIST_WAITING);
+  list_remove(&server.pending_output, client, LIST_PENDING);
+  event_del(client_event(client));
+  evutil_closesocket(client->fd);
+  line_framer_release(&client->framer);
+  byte_buffer_release(&client->output);
+  free(client);
+  server.connections--;
+  resume_accepting(); /* a descriptor is free: waiting clients get it now */
+  if (server.shutting_down && server.connections == 0)
+    stop_loop();
 }
 
-/* The room's delivery interface: a room line to one member. The line was
- * formatted once; each recipient gets a copy of its bytes. */
-static void deliver(void *context, uintptr_t owner, struct chat_text line) {
-  (void)context;
-  queue_output((struct client *)owner, line.bytes, line.length);
-}
-
-/* One send() for everything the client has not taken yet. What the socket
- * does not take waits for room in it; an empty buffer is freed (an idle
- * client holds none), and a closing client whose last lines are out is
- * closed. Returns false when the client was freed. */
-static bool write_output(struct client *client) {
-  struct byte_buffer *output = &client->output;
-  if (output->length > 0) {
-    ssize_t sent = send(client->fd, output->bytes, output->length,
-                        MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      lose_client(client, errno);
+/* Points the client's event at what it waits for: its input while it is
+ * open, room in its socket while output is left over. A closing client
+ * waits for room only, until its deadline, once per call. Returns false
+ * when it was freed instead (its deadline has passed). With libevent's
+ * epoll changelist, the change costs one epoll_ctl at the next wait, and
+ * none when it is undone within the same turn. */
+static bool watch(struct client *client, unsigned char events) {
+  struct event *event = client_event(client);
+  struct timeval left, *timeout = NULL;
+  if (client->state == CLIENT_CLOSING) {
+    long long ms = client->deadline - now_milliseconds();
+    if (ms <= 0) {
+      close_client(client);
       return false;
     }
-    if (sent > 0)
-      byte_buffer_consume(output, (size_t)sent);
+    left = timeval_from_milliseconds(ms);
+    timeout = &left;
+  } else if (events == client->watching) {
+    return true;
   }
-  if (output->length > 0)
-    return watch(client,
-                 client->state == CLIENT_OPEN ? EV_READ | EV_WRITE : EV_WRITE);
-  byte_buffer_release(output);
-  if (client->state == CLIENT_CLOSING) {
-    client_free(client);
-    return false;
-  }
-  return watch(client, EV_READ);
+  event_del(event);
+  short persist = client->state == CLIENT_CLOSING ? 0 : EV_PERSIST;
+  event_assign(event, server.base, client->fd, (short)(events | persist), serve,
+               client);
+  event_add(event, timeout);
+  client->watching = events;
+  return true;
 }
 
-static void note_busy(void) {
-  heap_note_busy();
-  if (!evtimer_pending(server.heap_timer, NULL)) {
-    struct timeval wait = milliseconds(heap_wait(-1));
-    evtimer_add(server.heap_timer, &wait);
+static void stop_loop(void) {
+  server.stopped = true;
+  event_base_loopbreak(server.base);
+}
+
+/* Accepting again after running out of descriptors; if it does not run
+ * out again before accept_retry fires, the shortage is over. */
+static void resume_accepting(void) {
+  if (server.accept_paused && !server.shutting_down) {
+    server.accept_paused = false;
+    evconnlistener_enable(server.listener);
+    struct timeval retry = timeval_from_milliseconds(ACCEPT_RETRY_MILLISECONDS);
+    evtimer_add(server.accept_retry, &retry);
   }
 }
 
-/* The end of a turn of the loop: every client given output in it gets one
- * write for all of it. A write that fails makes its client depart, which
- * queues a line for the others: they are written in this same pass. */
-static void write_pending(void) {
-  if (!server.pending_output.first)
-    return;
-  struct client *client;
-  while ((client = server.pending_output.first)) {
-    list_remove(&server.pending_output, client, LIST_PENDING);
-    write_output(client);
-  }
-  note_busy();
-}
+/* ---- Shut down ------------------------------------------------------- */
 
-/* Output buffers come and go with every broadcast, and their heap is kept
- * meanwhile (heap.h); once nothing was written for a second, it goes back. */
-static void on_heap_timer(evutil_socket_t fd, short events, void *arg) {
+static void on_shutdown_deadline(evutil_socket_t fd, short events, void *arg) {
   (void)fd;
   (void)events;
   (void)arg;
-  int wait = heap_wait(-1);
-  if (wait >= 0) {
-    struct timeval delay = milliseconds(wait);
-    evtimer_add(server.heap_timer, &delay);
-  }
+  stop_loop();
 }
 
-/* ---- The session's steps: common/step.h, over this model's hooks ------- */
+/* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every client, let the
+ * goodbyes drain for a moment, then leave the loop. */
+static void shut_down(evutil_socket_t signal_number, short events, void *arg) {
+  (void)events;
+  (void)arg;
+  if (server.shutting_down)
+    return;
+  server.shutting_down = true;
+  log_shutting_down((int)signal_number, server.connections);
+  evconnlistener_disable(server.listener);
+  struct client *client = server.clients.first;
+  while (client) {
+    struct client *next = client->links[LIST_ALL].next; /* may be freed */
+    if (client->state == CLIENT_OPEN) {
+      carry_out(client, session_shutdown(&client->session));
+      if (client->state == CLIENT_CLOSING) /* not dropped: its goodbye fit */
+        close_after_flush(client);
+    }
+    client = next;
+  }
+  if (server.connections == 0) {
+    stop_loop();
+    return;
+  }
+  struct timeval grace = timeval_from_milliseconds(SHUTDOWN_GRACE_MILLISECONDS);
+  evtimer_add(server.shutdown_deadline, &grace);
+}
+
+/* ---- Helpers: the session's steps, over this model's hooks (step.h) -- */
 
 static void send_to_client(void *client, const char *bytes, size_t length) {
   queue_output(client, bytes, length);
 }
 
 static const char *join_room(void *client, struct chat_text name) {
-  struct client *joining = client;
-  const char *stored = NULL;
-  int member = room_join(server.room, name, (uintptr_t)joining, &stored);
-  if (member < 0)
-    return NULL;
-  joining->member = member;
-  return stored;
+  return room_join_member(server.room, name, (uintptr_t)client,
+                          &((struct client *)client)->member);
 }
 
 static void leave_room(void *client) {
-  struct client *leaving = client;
-  room_leave(server.room, leaving->member);
-  leaving->member = -1;
+  room_leave_member(server.room, &((struct client *)client)->member);
 }
 
 static void say_to_room(void *client, struct chat_text line) {
@@ -443,195 +561,136 @@ static bool on_frame(void *context, const struct frame *frame) {
   return client->state == CLIENT_OPEN;
 }
 
-/* ---- Client callbacks --------------------------------------------------- */
+/* ---- Helpers: output, written once per turn of the loop -------------- */
 
-/* The client's socket has input: one read, and every line in it carried
- * out. Returns false when the client was freed. */
-static bool on_read(struct client *client) {
-  static char input[READ_CHUNK];
-  ssize_t got = recv(client->fd, input, sizeof input, 0);
-  if (got < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-      return true;
-    lose_client(client, errno); /* reset, or worse */
-    return false;
-  }
-  if (got == 0) {
-    /* End of input, maybe only a half-close: every complete line was
-     * already handled; answer what is pending, then close. */
-    depart(client, DEPARTURE_CLOSED);
-    close_after_flush(client); /* which may free it */
-    return false;
-  }
-  if (line_framer_push(&client->framer, input, (size_t)got, on_frame, client) ==
-          FRAMER_NO_MEMORY &&
-      client->state == CLIENT_OPEN)
-    drop_client(client, DEPARTURE_ERROR);
-  if (client->state == CLIENT_CLOSING) { /* it said QUIT */
-    depart(client, DEPARTURE_QUIT);
-    close_after_flush(client); /* which may free it */
-    return false;
-  }
-  return client->state == CLIENT_OPEN;
-}
-
-static void on_client_io(evutil_socket_t fd, short events, void *arg) {
-  (void)fd;
-  struct client *client = arg;
-  if (client->state == CLIENT_DROPPED)
-    return; /* on_drop_dropped closes it */
-  if (client->state == CLIENT_CLOSING) {
-    if (events & EV_TIMEOUT)
-      client_free(client); /* it did not take its last lines in time */
-    else
-      write_output(client);
+/* Queues bytes for one client, unless that would leave more than
+ * --max-backlog bytes unsent: then it is dropped instead, and nobody else
+ * waits for it. The bytes go out at the end of the turn (write_pending), or
+ * when the socket has room, if it had none. */
+static void queue_output(struct client *client, const char *bytes,
+                         size_t length) {
+  if (client->state != CLIENT_OPEN || length == 0)
+    return;
+  if (client->output.length + length > server.options.max_backlog) {
+    drop_client(client, DEPARTURE_SLOW);
     return;
   }
-  if ((events & EV_READ) && !on_read(client))
-    return;
-  if ((events & EV_WRITE) && client->state == CLIENT_OPEN)
-    write_output(client);
-}
-
-/* ---- Accepting ------------------------------------------------------ */
-
-static void schedule_login_timer(void) {
-  struct client *oldest = server.waiting_for_name.first;
-  if (!oldest || evtimer_pending(server.login_timer, NULL))
-    return;
-  long long wait = oldest->deadline - now_milliseconds();
-  struct timeval delay = milliseconds(wait > 0 ? wait : 0);
-  evtimer_add(server.login_timer, &delay);
-}
-
-static void on_accept(struct evconnlistener *listener, evutil_socket_t fd,
-                      struct sockaddr *address, int length, void *arg) {
-  (void)listener;
-  (void)length;
-  (void)arg;
-  struct peer_address peer = peer_address_from(address);
-  if (server.connections >= server.options.max_clients) {
-    refuse_full(fd, &peer);
+  if (!byte_buffer_append(&client->output, bytes, length)) {
+    drop_client(client, DEPARTURE_ERROR); /* out of memory */
     return;
   }
-  struct client *client =
-      calloc(1, sizeof *client + event_get_struct_event_size());
-  if (!client) {
-    log_refused(&peer, "out of memory");
-    evutil_closesocket(fd);
-    return;
-  }
-  listener_send_at_once(fd);
-  client->fd = fd;
-  client->peer = peer;
-  client->member = -1;
-  line_framer_init(&client->framer, server.options.max_line);
-  server.connections++;
-  list_append(&server.clients, client, LIST_ALL);
-  log_accepted(&peer);
-  if (server.options.login_timeout > 0) {
-    client->deadline =
-        now_milliseconds() + server.options.login_timeout * 1000LL;
-    list_append(&server.waiting_for_name, client, LIST_WAITING);
-    schedule_login_timer();
-  }
-  event_assign(client_event(client), server.base, fd, EV_READ | EV_PERSIST,
-               on_client_io, client);
-  event_add(client_event(client), NULL);
-  client->watching = EV_READ;
-  carry_out(client, session_start(&client->session, &server.session));
+  if (!(client->watching & EV_WRITE) &&
+      !list_contains(&server.pending_output, client, LIST_PENDING))
+    list_append(&server.pending_output, client, LIST_PENDING);
 }
 
-static void on_accept_retry(evutil_socket_t fd, short events, void *arg) {
-  (void)fd;
-  (void)events;
-  (void)arg;
-  if (server.accept_paused) {
-    resume_accepting();
-  } else if (server.accept_stalled) {
-    server.accept_stalled = false;
-    log_line("accept resumed");
-  }
+/* The room's delivery interface: a room line to one member. The line was
+ * formatted once; each recipient gets a copy of its bytes. */
+static void deliver(void *context, uintptr_t owner, struct chat_text line) {
+  (void)context;
+  queue_output((struct client *)owner, line.bytes, line.length);
 }
 
-/* accept() failed. Out of descriptors (or memory), the listener would fire
- * again at once and spin: pause it until a client leaves or a moment has
- * passed. A shortage is logged once when it starts, and once when it ends
- * (a retry period without running out), however many retries and
- * admissions it takes: accept() fails for want of a descriptor even when
- * nobody is waiting, so a failure says nothing about the queue. */
-static void on_accept_error(struct evconnlistener *listener, void *arg) {
-  (void)arg;
-  int error = EVUTIL_SOCKET_ERROR();
-  if (!accept_error_is_exhaustion(error)) {
-    log_line("accept failed: %s", strerror(error));
-    return;
-  }
-  if (!server.accept_stalled)
-    log_line("accept paused: %s", strerror(error));
-  server.accept_stalled = true;
-  server.accept_paused = true;
-  evconnlistener_disable(listener);
-  struct timeval retry = milliseconds(ACCEPT_RETRY_MILLISECONDS);
-  evtimer_add(server.accept_retry, &retry);
-}
-
-/* ---- Timers --------------------------------------------------------- */
-
-static void on_login_timer(evutil_socket_t fd, short events, void *arg) {
-  (void)fd;
-  (void)events;
-  (void)arg;
-  long long now = now_milliseconds();
-  struct client *client;
-  while ((client = server.waiting_for_name.first) && client->deadline <= now) {
-    list_remove(&server.waiting_for_name, client, LIST_WAITING);
-    log_departed(&client->peer, NULL, 0, DEPARTURE_TIMEOUT);
-    carry_out(client, session_timed_out(&client->session));
-    if (client->state == CLIENT_CLOSING)
-      close_after_flush(client);
-  }
-  schedule_login_timer();
-}
-
-/* ---- Shutdown ------------------------------------------------------- */
-
-static void on_shutdown_deadline(evutil_socket_t fd, short events, void *arg) {
-  (void)fd;
-  (void)events;
-  (void)arg;
-  stop_loop();
-}
-
-/* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every client, let the
- * goodbyes drain for a moment, then leave the loop. */
-static void on_signal(evutil_socket_t signal_number, short events, void *arg) {
-  (void)events;
-  (void)arg;
-  if (server.shutting_down)
-    return;
-  server.shutting_down = true;
-  log_shutting_down((int)signal_number, server.connections);
-  evconnlistener_disable(server.listener);
-  struct client *client = server.clients.first;
-  while (client) {
-    struct client *next = client->links[LIST_ALL].next; /* may be freed */
-    if (client->state == CLIENT_OPEN) {
-      carry_out(client, session_shutdown(&client->session));
-      if (client->state == CLIENT_CLOSING) /* not dropped: its goodbye fit */
-        close_after_flush(client);
+/* One send() for everything the client has not taken yet. What the socket
+ * does not take waits for room in it; an empty buffer is freed (an idle
+ * client holds none), and a closing client whose last lines are out is
+ * closed. Returns false when the client was freed. */
+static bool write_output(struct client *client) {
+  struct byte_buffer *output = &client->output;
+  if (output->length > 0) {
+    ssize_t sent = send(client->fd, output->bytes, output->length,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      lose_client(client, errno);
+      return false;
     }
-    client = next;
+    if (sent > 0)
+      byte_buffer_consume(output, (size_t)sent);
   }
-  if (server.connections == 0) {
-    stop_loop();
-    return;
+  if (output->length > 0)
+    return watch(client,
+                 client->state == CLIENT_OPEN ? EV_READ | EV_WRITE : EV_WRITE);
+  byte_buffer_release(output);
+  if (client->state == CLIENT_CLOSING) {
+    close_client(client);
+    return false;
   }
-  struct timeval grace = milliseconds(SHUTDOWN_GRACE_MILLISECONDS);
-  evtimer_add(server.shutdown_deadline, &grace);
+  return watch(client, EV_READ);
 }
 
-/* ---- Setup, loop, teardown ---------------------------------------------- */
+static void note_busy(void) {
+  heap_note_busy();
+  if (!evtimer_pending(server.heap_timer, NULL)) {
+    struct timeval wait = timeval_from_milliseconds(heap_wait(-1));
+    evtimer_add(server.heap_timer, &wait);
+  }
+}
+
+/* The end of a turn of the loop: every client given output in it gets one
+ * write for all of it. A write that fails makes its client depart, which
+ * queues a line for the others: they are written in this same pass. */
+static void write_pending(void) {
+  if (!server.pending_output.first)
+    return;
+  struct client *client;
+  while ((client = server.pending_output.first)) {
+    list_remove(&server.pending_output, client, LIST_PENDING);
+    write_output(client);
+  }
+  note_busy();
+}
+
+/* Output buffers come and go with every broadcast, and their heap is kept
+ * meanwhile (heap.h); once nothing was written for a second, it goes back. */
+static void on_heap_timer(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  (void)events;
+  (void)arg;
+  int wait = heap_wait(-1);
+  if (wait >= 0) {
+    struct timeval delay = timeval_from_milliseconds(wait);
+    evtimer_add(server.heap_timer, &delay);
+  }
+}
+
+/* ---- Helpers: lists -------------------------------------------------- */
+
+static void list_append(struct client_list *list, struct client *client,
+                        enum list_kind kind) {
+  client->links[kind] = (struct links){.previous = list->last, .next = NULL};
+  if (list->last)
+    list->last->links[kind].next = client;
+  else
+    list->first = client;
+  list->last = client;
+}
+
+static bool list_contains(const struct client_list *list,
+                          const struct client *client, enum list_kind kind) {
+  return client->links[kind].previous || list->first == client;
+}
+
+static void list_remove(struct client_list *list, struct client *client,
+                        enum list_kind kind) {
+  if (!list_contains(list, client, kind))
+    return;
+  struct links *links = &client->links[kind];
+  if (links->previous)
+    links->previous->links[kind].next = links->next;
+  else
+    list->first = links->next;
+  if (links->next)
+    links->next->links[kind].previous = links->previous;
+  else
+    list->last = links->previous;
+  *links = (struct links){0};
+}
+
+static struct event *client_event(struct client *client) {
+  return (struct event *)(void *)client->event_data;
+}
+
+/* ---- Helpers: setup, loop, teardown ---------------------------------- */
 
 static const int stop_signals[3] = {SIGINT, SIGTERM, SIGHUP};
 
@@ -639,7 +698,7 @@ static bool create_events(void) {
   bool created = true;
   for (int i = 0; i < 3; i++) {
     server.on_signal[i] =
-        evsignal_new(server.base, stop_signals[i], on_signal, NULL);
+        evsignal_new(server.base, stop_signals[i], shut_down, NULL);
     created = created && server.on_signal[i] &&
               event_add(server.on_signal[i], NULL) == 0;
   }
@@ -680,7 +739,7 @@ static void run_loop(void) {
 
 static void free_everything(void) {
   while (server.clients.first) /* clients that never finished closing */
-    client_free(server.clients.first);
+    close_client(server.clients.first);
   struct event *events[] = {server.on_signal[0],      server.on_signal[1],
                             server.on_signal[2],      server.login_timer,
                             server.accept_retry,      server.drop_dropped,
@@ -695,49 +754,4 @@ static void free_everything(void) {
     event_base_free(server.base);
   free(server.room);
   free(server.session.scratch);
-}
-
-int main(int argc, char *argv[]) {
-  unsigned port;
-  int status;
-  int fd = startup_listen(&server.options, argc, argv, &port, &status);
-  if (fd < 0)
-    return status;
-  /* Nobody's business but a debugger's: they must not end the server. */
-  signal(SIGUSR1, SIG_IGN);
-  signal(SIGUSR2, SIG_IGN);
-  size_t scratch_size = session_scratch_size(server.options.max_line);
-  server.session = (struct session_context){
-      .room_name = server.options.room_name,
-      .max_line = server.options.max_line,
-      .scratch = malloc(scratch_size),
-      .scratch_size = scratch_size,
-  };
-  void *room_memory = calloc(1, room_size(server.options.max_clients));
-  server.room =
-      room_memory ? room_init(room_memory, server.options.max_clients) : NULL;
-  server.base = new_event_base();
-  if (server.base)
-    server.listener = evconnlistener_new(server.base, on_accept, NULL,
-                                         LEV_OPT_CLOSE_ON_FREE, 0, fd);
-  if (!server.session.scratch || !server.room || !server.listener ||
-      !create_events()) {
-    fprintf(stderr, "chat-evented: cannot set up: out of memory\n");
-    if (!server.listener)
-      close(fd);
-    free_everything();
-    return 1;
-  }
-  evconnlistener_set_error_cb(server.listener, on_accept_error);
-
-  options_print_startup(&server.options, port, stdout);
-  log_line("%s running on port %u: chat-evented, libevent %s (%s)",
-           server.options.room_name, port, event_get_version(),
-           event_base_get_method(server.base));
-
-  run_loop();
-
-  free_everything();
-  log_line("stopped");
-  return 0;
 }

@@ -2,9 +2,9 @@
  * all or nothing, the lock-free reads and the wave (see shared_room.h). */
 #include "shared_room.h"
 
-#include "clock.h"
+#include "os/clock.h"
 #include "event_ring.h"
-#include "log.h"
+#include "os/log.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The talk's asyncio ChatServer, grown into a full implementation of SPEC.md.
+"""The talk's asyncio ChatServer, grown into a full implementation of docs/PROTOCOL.md.
 
 One event loop, one Protocol object per connection, one ChatRoom holding the
 registered users in registration order. Compared with the talk's version:
@@ -502,7 +502,7 @@ class Acceptor:
 
 USAGE = """\
 Usage: {0} [NAME [PORT]] [options]
-A telnet chat room (see SPEC.md).
+A telnet chat room (see docs/PROTOCOL.md).
 
   NAME, -n, --name NAME     room name              (default ChatServer)
   PORT, -p, --port PORT     TCP port, 0 = any free (default 1234)

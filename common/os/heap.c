@@ -1,6 +1,6 @@
-#include "heap.h"
+#include "os/heap.h"
 
-#include "clock.h"
+#include "os/clock.h"
 
 #include <malloc.h>
 #include <stdbool.h>

@@ -21,7 +21,7 @@
 
 #define HEAP_QUIET_MILLISECONDS 1000
 
-/* At start (startup_prepare_process() calls it): freed memory is kept. */
+/* At start (startup_listen() calls it): freed memory is kept. */
 void heap_keep_freed_memory(void);
 
 /* The process has just been busy (it queued output, a connection came or

@@ -1,4 +1,4 @@
-#include "listener.h"
+#include "os/listener.h"
 
 #include <errno.h>
 #include <limits.h>

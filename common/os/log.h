@@ -1,4 +1,4 @@
-/* The server log on standard error (SPEC.md section 1): one line per
+/* The server log on standard error (docs/PROTOCOL.md section 1): one line per
  * connection accepted or refused, name registered, departure with its cause,
  * and at start and stop; never one per message. Every line starts with an
  * ISO 8601 UTC time.
@@ -12,22 +12,10 @@
 #ifndef CHAT_LOG_H
 #define CHAT_LOG_H
 
+#include "os/peer_address.h"
+
 #include <stdbool.h>
-#include <stdint.h>
-#include <sys/socket.h>
-
-/* A peer's address, small enough to keep in every connection. */
-struct peer_address {
-  uint8_t family; /* AF_INET or AF_INET6 */
-  uint16_t port;
-  uint8_t bytes[16];
-};
-
-/* "127.0.0.1:5000" or "[::1]:5000"; IPv4-mapped IPv6 is shown as IPv4. */
-#define PEER_TEXT_SIZE 56
-struct peer_address peer_address_from(const struct sockaddr *address);
-void peer_address_format(const struct peer_address *peer,
-                         char text[PEER_TEXT_SIZE]);
+#include <stddef.h>
 
 enum departure_cause {
   DEPARTURE_QUIT,     /* said QUIT */
@@ -49,7 +37,7 @@ void log_set_quiet(bool quiet);
 /* SIGINT or SIGTERM: one line for the whole server, not one per client
  * (10,000 processes or threads writing to one log at the same instant
  * queue on the kernel's lock of it, and a killed process cannot leave the
- * queue: it made chat-forking's shutdown take 15 s). */
+ * queue: chat-forking's shutdown would wait on it). */
 void log_shutting_down(int signal_number, size_t connections);
 void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
 void log_accepted(const struct peer_address *peer);

@@ -9,8 +9,8 @@
 
 /* How long a closing client may take to read its last lines. */
 #define FLUSH_TIMEOUT_MILLISECONDS 5000
-/* How long shutdown waits for goodbyes to drain (SPEC.md: exit within 2 s,
- * with room left to close everything after). */
+/* How long shutdown waits for goodbyes to drain (docs/PROTOCOL.md: exit within
+ * 2 s, with room left to close everything after). */
 #define SHUTDOWN_GRACE_MILLISECONDS 1500
 /* How long accepting pauses when the process runs out of descriptors, if
  * no connection closes before. */

@@ -1,5 +1,6 @@
-#include "refuse.h"
+#include "os/refuse.h"
 
+#include "os/log.h"
 #include "protocol.h"
 
 #include <sys/socket.h>

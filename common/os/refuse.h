@@ -1,8 +1,9 @@
-/* Turning a connection away when the server is full (SPEC.md section 4). */
+/* Turning a connection away when the server is full (docs/PROTOCOL.md section
+ * 4). */
 #ifndef CHAT_REFUSE_H
 #define CHAT_REFUSE_H
 
-#include "log.h"
+#include "os/peer_address.h"
 
 /* Logs the refusal with its reason, sends CHAT_SERVER_FULL without waiting
  * and closes fd: for --max-clients, and for a server out of what a

@@ -1,16 +1,25 @@
-#include "startup.h"
+#include "os/startup.h"
 
-#include "heap.h"
-#include "listener.h"
-#include "log.h"
+#include "os/heap.h"
+#include "os/listener.h"
+#include "os/log.h"
 
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
-rlim_t startup_prepare_process(void) {
-  signal(SIGPIPE, SIG_IGN);
+/* Raises the open-file soft limit to the hard limit (docs/PROTOCOL.md
+ * section 1), ignores SIGPIPE, so that a write to a closed socket fails with
+ * EPIPE instead of killing the server, and SIGUSR1 and SIGUSR2, and keeps freed
+ * heap through bursts (heap.h). Returns the open-file limit now in force. */
+static rlim_t prepare_process(void) {
+  /* signal() fails only for a signal that cannot be caught. SIGUSR1 and
+   * SIGUSR2 would end the server by default: they are nobody's business
+   * but a debugger's (chat-threaded then makes SIGUSR1 its wake-up). */
+  (void)signal(SIGPIPE, SIG_IGN);
+  (void)signal(SIGUSR1, SIG_IGN);
+  (void)signal(SIGUSR2, SIG_IGN);
   heap_keep_freed_memory();
   struct rlimit files;
   if (getrlimit(RLIMIT_NOFILE, &files) < 0)
@@ -62,12 +71,11 @@ int startup_listen(struct chat_options *options, int argc, char *argv[],
     return -1;
   }
   log_open(options->quiet);
-  rlim_t files = startup_prepare_process();
+  rlim_t files = prepare_process();
   char error[PATH_MAX + 512];
   int fd =
       listener_open(options->host, options->port, port, error, sizeof error);
-  const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
-  const char *program = slash ? slash + 1 : (argc > 0 ? argv[0] : "chat");
+  const char *program = options_program_name(argc > 0 ? argv[0] : "chat");
   if (fd < 0) {
     fprintf(stderr, "%s: %s\n", program, error);
     *exit_status = 1;

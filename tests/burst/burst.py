@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A burst through a room with a small --max-backlog: readers are kept, a
-client that does not read is dropped (SPEC.md section 4).
+client that does not read is dropped (docs/PROTOCOL.md section 4).
 
 Usage:
     python3 burst.py SERVER [--lines N] [--batch N] [--runs N]

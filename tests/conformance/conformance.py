@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Black-box conformance suite for every chat server model (SPEC.md).
+"""Black-box conformance suite for every chat server model (docs/PROTOCOL.md).
 
 Usage:
     python3 conformance.py SERVER [-j JOBS] [-k PATTERN] [TEST ...]
@@ -53,7 +53,7 @@ TIME_FACTOR = float(os.environ.get("CONFORMANCE_TIME_FACTOR") or 1)
 SERVER = None  # the server under test, set by main()
 LIVE_SERVERS = set()  # killed if the suite is interrupted
 
-# The fixed texts of SPEC.md, as bytes on the wire.
+# The fixed texts of docs/PROTOCOL.md, as bytes on the wire.
 EOL = b"\r\n"
 PROMPT = b"Enter user name: "
 INVALID_NAME = (b"Invalid user name: use 1-32 characters, no spaces, colons "

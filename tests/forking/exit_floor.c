@@ -1,7 +1,7 @@
 /* exit-floor: how long this machine's kernel takes to end N processes,
- * whatever the server does. SPEC.md asks chat-forking to exit within 2 s
- * of SIGTERM, every child gone, also with 10,000 children; this measures
- * the part no server can shorten.
+ * whatever the server does. docs/PROTOCOL.md asks chat-forking to exit within 2
+ * s of SIGTERM, every child gone, also with 10,000 children; this measures the
+ * part no server can shorten.
  *
  * Usage: exit-floor [N]   (default 10,000)
  *

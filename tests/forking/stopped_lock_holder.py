@@ -15,7 +15,7 @@ depart, which needs the lock.
 
 Checked: the parent still serves while the lock is held (it reaps the
 killed child, and a newcomer is welcomed); the stop signal (SIGTERM, then
-SIGHUP, which SPEC.md makes a graceful stop too) ends the server with
+SIGHUP, which docs/PROTOCOL.md makes a graceful stop too) ends the server with
 status 0 within 2 seconds, and every client still connected, the stopped
 child's own client and a newcomer that never gave a name included, gets
 `Server shutting down` as its last line before the end of the stream; no

@@ -12,7 +12,7 @@
  * tenth of the kills must have needed a repair. */
 #include "shared_room.h"
 
-#include "log.h"
+#include "os/log.h"
 
 #include <signal.h>
 #include <stdbool.h>

@@ -23,8 +23,8 @@
  * test (PR_SET_PDEATHSIG). */
 #include "shared_room.h"
 
-#include "clock.h"
-#include "log.h"
+#include "os/clock.h"
+#include "os/log.h"
 
 #include <errno.h>
 #include <signal.h>

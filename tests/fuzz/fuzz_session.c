@@ -1,7 +1,8 @@
 /* A libFuzzer target for the whole input path of one connection: bytes
  * through a line_framer, frames through a session, steps carried out on a
- * small room that two other users are already in, the way every server
- * model does it.
+ * small room that two other users are already in by common/step.c, the
+ * executor every server model uses, over a model double that checks what
+ * it is asked.
  *
  * The input: a header, then the bytes the client sends.
  *   byte 0     max_line - 1 (so 1 to 256)
@@ -27,6 +28,7 @@
 #include "protocol.h"
 #include "room.h"
 #include "session.h"
+#include "step.h"
 #include "utf8.h"
 
 #include <stdint.h>
@@ -90,6 +92,12 @@ struct connection {
   char name[CHAT_NAME_MAX_BYTES]; /* the client's name, once it arrived */
   size_t name_length;
   bool input_has_iac;
+  bool telnet_reply;     /* the step being carried out answers telnet */
+  bool locked;           /* between lock_room() and unlock_room() */
+  bool joining, leaving; /* the room line said next is the arrival, the
+                            departure */
+  bool collecting_names; /* sends are the NAMES list, collected in names */
+  struct transcript names;
   unsigned arrivals;
   unsigned departures;
   struct transcript transcript;
@@ -137,7 +145,7 @@ static void require_server_text(const char *bytes, size_t length,
           (prompt_allowed && ends_with(bytes, length, CHAT_PROMPT)));
 }
 
-/* A room line: one line (SPEC.md: no user can forge a server notice or
+/* A room line: one line (docs/PROTOCOL.md: no user can forge a server notice or
  * break a line). */
 static void require_room_line(struct chat_text line) {
   REQUIRE(line.length >= 2);
@@ -167,98 +175,151 @@ static void deliver(void *context, uintptr_t owner, struct chat_text line) {
                  line.length);
 }
 
-/* room_names writes its answer piece by piece: collect it whole. */
-static void write_names(void *context, const char *bytes, size_t length) {
-  append(context, bytes, length);
+/* The model double: common/step.c, the executor every server model uses,
+ * carries out the steps over these hooks, which check what it asks of
+ * them. */
+
+/* A reply, or a piece of the NAMES list, which is collected whole. */
+static void send_to_client(void *client, const char *bytes, size_t length) {
+  struct connection *connection = client;
+  if (connection->collecting_names) {
+    append(&connection->names, bytes, length);
+    return;
+  }
+  if (connection->telnet_reply) {
+    const unsigned char *reply = (const unsigned char *)bytes;
+    REQUIRE(length == 3 && reply[0] == 0xFF &&
+            (reply[1] == 0xFC || reply[1] == 0xFE));
+  } else {
+    require_server_text(bytes, length, false, true);
+  }
+  if (!connection->input_has_iac)
+    REQUIRE(!memchr(bytes, 0xFF, length));
+  transcript_add(&connection->transcript, 'R', bytes, length);
 }
 
-/* Carries out a step as a server model would: reply, room, close. */
+static void lock_room(void *client) {
+  struct connection *connection = client;
+  REQUIRE(!connection->locked);
+  connection->locked = true;
+}
+
+/* The end of the room's part: a NAMES list collected meanwhile is whole. */
+static void unlock_room(void *client) {
+  struct connection *connection = client;
+  REQUIRE(connection->locked);
+  connection->locked = false;
+  if (!connection->collecting_names)
+    return;
+  connection->collecting_names = false;
+  struct transcript *names = &connection->names;
+  /* The header, then one line per user. */
+  size_t header_length = strlen(CHAT_NAMES_HEADER);
+  REQUIRE(names->length >= header_length &&
+          memcmp(names->bytes, CHAT_NAMES_HEADER, header_length) == 0);
+  require_server_text(names->bytes, names->length, false, false);
+  size_t lines = 0;
+  for (size_t i = 0; i < names->length; i++)
+    lines += names->bytes[i] == '\n';
+  REQUIRE(lines == 1 + room_count(connection->room));
+  transcript_add(&connection->transcript, 'N', names->bytes, names->length);
+  free(names->bytes);
+  *names = (struct transcript){0};
+}
+
+static const char *join_room(void *client, struct chat_text name) {
+  struct connection *connection = client;
+  REQUIRE(connection->locked);
+  REQUIRE(connection->session.phase == SESSION_NAMING &&
+          connection->member < 0);
+  REQUIRE(name.length >= 1 && name.length <= CHAT_NAME_MAX_BYTES);
+  const char *stored = NULL;
+  connection->member = room_join(connection->room, name, OWNER_CLIENT, &stored);
+  if (connection->member < 0)
+    return NULL;
+  memcpy(connection->name, name.bytes, name.length);
+  connection->name_length = name.length;
+  connection->joining = true;
+  return stored;
+}
+
+static void leave_room(void *client) {
+  struct connection *connection = client;
+  REQUIRE(connection->locked);
+  REQUIRE(connection->member >= 0);
+  room_leave(connection->room, connection->member);
+  connection->member = -1;
+  connection->leaving = true;
+}
+
+static void say_to_room(void *client, struct chat_text line) {
+  struct connection *connection = client;
+  REQUIRE(connection->locked);
+  require_room_line(line);
+  if (connection->leaving) {
+    REQUIRE(is_notice_about(line, "User ", connection, " departed.\r\n"));
+    connection->leaving = false;
+    connection->departures++;
+  } else if (connection->joining) {
+    REQUIRE(session_is_registered(&connection->session));
+    REQUIRE(is_notice_about(line, "User ", connection, " arrived.\r\n"));
+    connection->joining = false;
+    connection->arrivals++;
+  } else {
+    /* A message: the sender's name, ": ", the text. */
+    REQUIRE(session_is_registered(&connection->session));
+    REQUIRE(line.length >= connection->name_length + 4 &&
+            memcmp(line.bytes, connection->name, connection->name_length) ==
+                0 &&
+            memcmp(line.bytes + connection->name_length, ": ", 2) == 0);
+  }
+  room_broadcast(connection->room, line, deliver, connection);
+}
+
+static const struct room *room_members(void *client) {
+  struct connection *connection = client;
+  REQUIRE(connection->locked);
+  REQUIRE(session_is_registered(&connection->session));
+  REQUIRE(!connection->collecting_names);
+  connection->collecting_names = true;
+  return connection->room;
+}
+
+static void on_registered(void *client) {
+  struct connection *connection = client;
+  REQUIRE(!connection->locked && !connection->joining);
+  REQUIRE(session_is_registered(&connection->session) &&
+          connection->member >= 0);
+}
+
+static void close_session(void *client) {
+  struct connection *connection = client;
+  REQUIRE(!connection->locked);
+  REQUIRE(connection->session.phase == SESSION_CLOSED);
+}
+
+static const struct step_model model_double = {
+    .send = send_to_client,
+    .lock = lock_room,
+    .unlock = unlock_room,
+    .join = join_room,
+    .leave = leave_room,
+    .say = say_to_room,
+    .members = room_members,
+    .registered = on_registered,
+    .close = close_session,
+};
+
+/* Carries out a step as every server model does: with step_carry_out. */
 static void carry_out(struct connection *connection, struct session_step step,
                       bool telnet_reply) {
-  struct session *session = &connection->session;
-  if (step.reply.length > 0) {
-    if (telnet_reply) {
-      const unsigned char *reply = (const unsigned char *)step.reply.bytes;
-      REQUIRE(step.reply.length == 3 && reply[0] == 0xFF &&
-              (reply[1] == 0xFC || reply[1] == 0xFE));
-    } else {
-      require_server_text(step.reply.bytes, step.reply.length, false, true);
-    }
-    if (!connection->input_has_iac)
-      REQUIRE(!memchr(step.reply.bytes, 0xFF, step.reply.length));
-    transcript_add(&connection->transcript, 'R', step.reply.bytes,
-                   step.reply.length);
-  }
-
-  switch (step.room) {
-  case SESSION_ROOM_NONE:
-    break;
-  case SESSION_ROOM_JOIN: {
-    REQUIRE(session->phase == SESSION_NAMING && connection->member < 0);
-    REQUIRE(step.name.length >= 1 && step.name.length <= CHAT_NAME_MAX_BYTES);
-    const char *stored = NULL;
-    connection->member =
-        room_join(connection->room, step.name, OWNER_CLIENT, &stored);
-    struct session_step joined =
-        session_joined(session, &connection->context, step.name,
-                       connection->member >= 0 ? stored : NULL);
-    REQUIRE(session_is_registered(session) == (connection->member >= 0));
-    if (connection->member >= 0) {
-      REQUIRE(joined.room == SESSION_ROOM_SAY);
-      memcpy(connection->name, step.name.bytes, step.name.length);
-      connection->name_length = step.name.length;
-      REQUIRE(is_notice_about(joined.room_line, "User ", connection,
-                              " arrived.\r\n"));
-      connection->arrivals++;
-    } else {
-      REQUIRE(joined.room == SESSION_ROOM_NONE);
-    }
-    carry_out(connection, joined, false);
-    break;
-  }
-  case SESSION_ROOM_SAY:
-    REQUIRE(session_is_registered(session));
-    require_room_line(step.room_line);
-    /* The arrival, or a message: the sender's name, ": ", the text. */
-    REQUIRE(
-        is_notice_about(step.room_line, "User ", connection, " arrived.\r\n") ||
-        (step.room_line.length >= connection->name_length + 4 &&
-         memcmp(step.room_line.bytes, connection->name,
-                connection->name_length) == 0 &&
-         memcmp(step.room_line.bytes + connection->name_length, ": ", 2) == 0));
-    room_broadcast(connection->room, step.room_line, deliver, connection);
-    break;
-  case SESSION_ROOM_LEAVE:
-    REQUIRE(connection->member >= 0);
-    room_leave(connection->room, connection->member);
-    connection->member = -1;
-    connection->departures++;
-    require_room_line(step.room_line);
-    REQUIRE(
-        is_notice_about(step.room_line, "User ", connection, " departed.\r\n"));
-    room_broadcast(connection->room, step.room_line, deliver, connection);
-    break;
-  case SESSION_ROOM_NAMES: {
-    REQUIRE(session_is_registered(session));
-    struct transcript names = {0};
-    room_names(connection->room, write_names, &names);
-    /* The header, then one line per user. */
-    size_t header_length = strlen(CHAT_NAMES_HEADER);
-    REQUIRE(names.length >= header_length &&
-            memcmp(names.bytes, CHAT_NAMES_HEADER, header_length) == 0);
-    require_server_text(names.bytes, names.length, false, false);
-    size_t lines = 0;
-    for (size_t i = 0; i < names.length; i++)
-      lines += names.bytes[i] == '\n';
-    REQUIRE(lines == 1 + room_count(connection->room));
-    transcript_add(&connection->transcript, 'N', names.bytes, names.length);
-    free(names.bytes);
-    break;
-  }
-  }
-
-  if (step.close)
-    REQUIRE(session->phase == SESSION_CLOSED);
+  connection->telnet_reply = telnet_reply;
+  step_carry_out(&model_double, connection, &connection->session,
+                 &connection->context, step);
+  connection->telnet_reply = false;
+  REQUIRE(!connection->locked && !connection->joining && !connection->leaving);
+  REQUIRE(session_is_registered(&connection->session) ==
+          (connection->member >= 0));
 }
 
 static bool on_frame(void *context, const struct frame *frame) {

@@ -361,7 +361,7 @@ def run(args):
                           f"after SIGTERM")
         elapsed = time.monotonic() - stop_at
         log(f"SIGTERM -> exit {status} in {elapsed:.2f} s"
-            + (" (NOTE: SPEC.md asks for 2 s)" if elapsed > 2 else ""))
+            + (" (NOTE: docs/PROTOCOL.md asks for 2 s)" if elapsed > 2 else ""))
         if status != 0:
             raise Failure(f"exit status {status} after SIGTERM")
         deadline = time.monotonic() + 10 * TIME_FACTOR

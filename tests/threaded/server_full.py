@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """chat-threaded: a newcomer the server cannot give a thread gets `Server
-full, try again later` (SPEC.md section 4), not a silent close.
+full, try again later` (docs/PROTOCOL.md section 4), not a silent close.
 
 Usage: python3 server_full.py build/bin/chat-threaded
 

@@ -12,7 +12,7 @@
  * wait for a socket and resume when it is ready, co_sleep for a deadline,
  * task_wake ends a wait early. */
 #include "check.h"
-#include "clock.h"
+#include "os/clock.h"
 #include "coro.h"
 #include "loop.h"
 #include "task.h"

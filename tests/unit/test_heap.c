@@ -2,7 +2,7 @@
  * process is busy, and given back once it has been quiet for
  * HEAP_QUIET_MILLISECONDS, never before. */
 #include "check.h"
-#include "heap.h"
+#include "os/heap.h"
 
 #include <time.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-/* line_framer: bytes in, frames out (SPEC.md section 2).
+/* line_framer: bytes in, frames out (docs/PROTOCOL.md section 2).
  *
  * A table of inputs, each with the frames it must give: line ends (LF,
  * CR LF, CR NUL, CR CR LF, a bare CR followed by data), telnet commands

@@ -1,4 +1,4 @@
-/* The log never waits (common/os/log.c, SPEC.md section 1).
+/* The log never waits (common/os/log.c, docs/PROTOCOL.md section 1).
  *
  * Each case runs a child process whose standard error is something nobody
  * reads: a pipe (written by the child and by four processes it forks after
@@ -13,7 +13,7 @@
  * file, which takes everything (and shows the departure causes' words), and
  * --quiet, which takes nothing. */
 #include "check.h"
-#include "log.h"
+#include "os/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

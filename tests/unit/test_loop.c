@@ -11,7 +11,7 @@
  * drained; the before-sleep hook runs every turn; loop_stop ends loop_run.
  * Every wait is bounded by loop_turn's own limit. */
 #include "check.h"
-#include "clock.h"
+#include "os/clock.h"
 #include "loop.h"
 
 #include <fcntl.h>

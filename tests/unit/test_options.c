@@ -1,4 +1,4 @@
-/* The command line of SPEC.md section 1.
+/* The command line of docs/PROTOCOL.md section 1.
  *
  * Defaults; NAME and PORT as positionals; long options (spaced and with
  * '='), short options (spaced, attached, clustered); options after and
@@ -351,9 +351,9 @@ static void test_parse_twice(void) {
   parsed_free(&p);
 }
 
-/* --max-backlog below twice --max-line is refused (SPEC.md section 1), in
- * whatever order the two come, defaults included, with one line naming
- * both; exactly twice is accepted. */
+/* --max-backlog below twice --max-line is refused (docs/PROTOCOL.md section 1),
+ * in whatever order the two come, defaults included, with one line naming both;
+ * exactly twice is accepted. */
 static void test_backlog_holds_two_lines(void) {
   char *refused[][6] = {
       {"chat", "--max-line", "2000000"}, /* the default backlog, 1 MiB */

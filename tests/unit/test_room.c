@@ -362,6 +362,21 @@ static void run_against_model(size_t capacity, int pool, int steps) {
   buffer_free(&actual);
 }
 
+/* The join and leave a model's step hooks use: the member's index kept in
+ * the caller's record, -1 while not in the room. */
+static void test_join_leave_member(void) {
+  struct room *room = new_room(2);
+  int ada = -1, again = -1;
+  const char *stored = room_join_member(room, TEXT("ada"), 1, &ada);
+  CHECK(stored != NULL && ada >= 0);
+  CHECK(room_join_member(room, TEXT("ada"), 2, &again) == NULL);
+  CHECK(again == -1); /* a name taken leaves the index alone */
+  CHECK(room_count(room) == 1);
+  room_leave_member(room, &ada);
+  CHECK(ada == -1 && room_count(room) == 0);
+  free(room);
+}
+
 static void test_against_model(void) {
   run_against_model(16, 48, 20000);
   run_against_model(1000, 3000, 60000);
@@ -376,6 +391,7 @@ int main(void) {
   test_full();
   test_names_listing();
   test_broadcast();
+  test_join_leave_member();
   test_against_model();
   return check_report();
 }

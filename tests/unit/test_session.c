@@ -1,4 +1,4 @@
-/* The session logic: every transition and every exact text of SPEC.md
+/* The session logic: every transition and every exact text of docs/PROTOCOL.md
  * sections 3 and 4.
  *
  * Welcome and prompt; invalid names (empty, blank, too many characters,

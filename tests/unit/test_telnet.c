@@ -1,4 +1,4 @@
-/* telnet_filter_byte: each command path of SPEC.md section 2.
+/* telnet_filter_byte: each command path of docs/PROTOCOL.md section 2.
  *
  * DO is refused with WONT and WILL with DONT; WONT and DONT get no answer;
  * IAC SB ... IAC SE is swallowed whole, IAC IAC inside it included; IAC IAC

@@ -302,7 +302,7 @@ static void test_control_bytes(void) {
   }
 }
 
-/* The control characters of SPEC.md section 4, written out as the
+/* The control characters of docs/PROTOCOL.md section 4, written out as the
  * contract lists them. */
 static bool reference_is_control(uint32_t code_point) {
   return code_point < 0x20 || code_point == 0x7F ||
