@@ -606,7 +606,7 @@ static const struct room *room_members(void *client) {
   return server.room;
 }
 
-static void log_registration(void *client) {
+static void on_registered(void *client) {
   struct client *registered = client;
   log_registered(&registered->peer, registered->session.name,
                  registered->session.name_length);
@@ -623,7 +623,7 @@ static const struct step_model coroutine_model = {
     .leave = leave_room,
     .say = say_to_room,
     .members = room_members,
-    .registered = log_registration,
+    .registered = on_registered,
     .close = close_session,
 };
 
