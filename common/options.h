@@ -14,6 +14,10 @@ struct chat_options {
   size_t max_line;        /* longest input line, in bytes */
   size_t max_backlog;     /* output queued for one client before dropping it */
   unsigned login_timeout; /* seconds to pick a name; 0: no limit */
+  bool reuse_port;        /* SO_REUSEPORT: several servers share the port */
+  const char *redis_url;  /* NULL: the room is this process's own */
+  double lease;           /* with redis_url: seconds a silent server keeps
+                             its users (docs/PROTOCOL.md section 7) */
   bool quiet;             /* no log on standard error */
 };
 
@@ -24,6 +28,7 @@ struct chat_options {
 #define OPTIONS_DEFAULT_MAX_LINE 4096
 #define OPTIONS_DEFAULT_MAX_BACKLOG 1048576
 #define OPTIONS_DEFAULT_LOGIN_TIMEOUT 60
+#define OPTIONS_DEFAULT_LEASE 5
 
 /* options_parse returns this when the server should run. */
 #define OPTIONS_RUN (-1)

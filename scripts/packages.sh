@@ -76,4 +76,4 @@ need_commands() {
 }
 
 # What building the servers needs.
-BUILD_PACKAGES=(build-essential cmake pkg-config libevent-dev)
+BUILD_PACKAGES=(build-essential cmake pkg-config libevent-dev libhiredis-dev)
