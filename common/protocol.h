@@ -20,6 +20,10 @@
 #define CHAT_SERVER_FULL "Server full, try again later" CHAT_EOL
 #define CHAT_LOGIN_TIMEOUT "Timed out waiting for a user name" CHAT_EOL
 #define CHAT_SHUTDOWN "Server shutting down" CHAT_EOL
+/* A room shared through Redis (section 7): Redis cannot be reached now; or
+ * this server lost its place in the room and closes its users. */
+#define CHAT_ROOM_UNAVAILABLE "Room unavailable, try again later" CHAT_EOL
+#define CHAT_ROOM_LOST "Room connection lost, please reconnect" CHAT_EOL
 
 /* A user name: 1 to 32 code points, so at most 32 * 4 bytes of UTF-8. */
 #define CHAT_NAME_MAX_CHARACTERS 32

@@ -71,15 +71,30 @@ static bool has_name(const struct member *member, struct chat_text name) {
          memcmp(member->name, name.bytes, name.length) == 0;
 }
 
+int room_find(const struct room *room, struct chat_text name) {
+  if (name.length == 0 || name.length > CHAT_NAME_MAX_BYTES)
+    return -1;
+  int32_t i = buckets(room)[hash_name(name) & room->bucket_mask];
+  while (i >= 0 && !has_name(&room->members[i], name))
+    i = room->members[i].hash_next;
+  return i;
+}
+
+void room_set_owner(struct room *room, int member, uintptr_t owner) {
+  room->members[member].owner = owner;
+}
+
+void room_clear(struct room *room) {
+  room_init(room, room->capacity);
+}
+
 int room_join(struct room *room, struct chat_text name, uintptr_t owner,
               const char **stored_name) {
   if (name.length == 0 || name.length > CHAT_NAME_MAX_BYTES)
     return -1;
+  if (room_find(room, name) >= 0)
+    return -1;
   int32_t *bucket = &buckets(room)[hash_name(name) & room->bucket_mask];
-  for (int32_t i = *bucket; i >= 0; i = room->members[i].hash_next) {
-    if (has_name(&room->members[i], name))
-      return -1;
-  }
   int32_t slot;
   if (room->free_list >= 0) {
     slot = room->free_list;

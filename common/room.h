@@ -46,6 +46,14 @@ const char *room_join_member(struct room *room, struct chat_text name,
                              uintptr_t owner, int *member);
 void room_leave_member(struct room *room, int *member);
 
+/* The member holding `name`, or -1. */
+int room_find(const struct room *room, struct chat_text name);
+/* Hands a member to another owner: 0 for one no client of this process
+ * owns (a user of another server, in a room shared through Redis). */
+void room_set_owner(struct room *room, int member, uintptr_t owner);
+/* Empties the room. */
+void room_clear(struct room *room);
+
 size_t room_count(const struct room *room);
 
 /* Members in registration order: first, then next until -1. */

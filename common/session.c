@@ -180,9 +180,34 @@ struct session_step session_joined(struct session *session,
   session->name = stored_name;
   session->name_length = (unsigned char)requested.length;
   session->phase = SESSION_CHATTING;
-  struct chat_text arrived = format(context, "User %.*s arrived." CHAT_EOL,
-                                    (int)requested.length, requested.bytes);
-  return (struct session_step){.room = SESSION_ROOM_SAY, .room_line = arrived};
+  return (struct session_step){.room = SESSION_ROOM_SAY,
+                               .room_line =
+                                   session_arrival_line(context, requested)};
+}
+
+struct chat_text session_arrival_line(const struct session_context *context,
+                                      struct chat_text name) {
+  return format(context, "User %.*s arrived." CHAT_EOL, (int)name.length,
+                name.bytes);
+}
+
+struct chat_text session_departure_line(const struct session_context *context,
+                                        struct chat_text name) {
+  return format(context, "User %.*s departed." CHAT_EOL, (int)name.length,
+                name.bytes);
+}
+
+struct session_step
+session_room_unavailable(struct session *session,
+                         const struct session_context *context) {
+  return notice(session, context, TEXT(CHAT_ROOM_UNAVAILABLE));
+}
+
+struct session_step session_room_lost(struct session *session) {
+  session->phase = SESSION_CLOSED;
+  session->name = NULL;
+  session->name_length = 0;
+  return (struct session_step){.reply = TEXT(CHAT_ROOM_LOST), .close = true};
 }
 
 struct session_step session_timed_out(struct session *session) {
@@ -201,8 +226,8 @@ struct session_step session_end(struct session *session,
   session->phase = SESSION_CLOSED;
   if (!session->name)
     return reply((struct chat_text){NULL, 0});
-  struct chat_text departed = format(context, "User %.*s departed." CHAT_EOL,
-                                     (int)session->name_length, session->name);
+  struct chat_text departed = session_departure_line(
+      context, (struct chat_text){session->name, session->name_length});
   session->name = NULL;
   session->name_length = 0;
   return (struct session_step){.room = SESSION_ROOM_LEAVE,

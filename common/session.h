@@ -83,6 +83,25 @@ struct session_step session_joined(struct session *session,
                                    struct chat_text requested,
                                    const char *stored_name);
 
+/* The room could not be reached for a step that needed it (a name, a
+ * message, NAMES): the line is dropped, the sender told, and a name line
+ * gets the prompt again. */
+struct session_step
+session_room_unavailable(struct session *session,
+                         const struct session_context *context);
+
+/* The room shared through Redis was lost to this server (docs/PROTOCOL.md
+ * section 7): the user is told and closed; the room has retired its name
+ * already, so there is no departure to announce. */
+struct session_step session_room_lost(struct session *session);
+
+/* The room's lines about a user, formatted into the context's scratch: for
+ * a room shared through Redis, which carries the event, not the line. */
+struct chat_text session_arrival_line(const struct session_context *context,
+                                      struct chat_text name);
+struct chat_text session_departure_line(const struct session_context *context,
+                                        struct chat_text name);
+
 /* No name was accepted within the login timeout. */
 struct session_step session_timed_out(struct session *session);
 

@@ -32,17 +32,24 @@ struct step_model {
   void (*unlock)(void *client);
 
   /* Under the lock: registers `name` for this client its way; returns the
-   * room's copy of the name, or NULL when the name is taken. */
+   * room's copy of the name, or NULL when the name is taken. A room shared
+   * through Redis answers later: it returns STEP_JOIN_PENDING (the model
+   * copies the name, reads nothing more from this client, and calls
+   * step_join_answered() when the answer comes), or STEP_ROOM_UNAVAILABLE. */
   const char *(*join)(void *client, struct chat_text name);
-  /* Under the lock: releases this client's name. */
-  void (*leave)(void *client);
+  /* Under the lock: releases this client's name and tells the room's users
+   * `departure`, the client's departure line. */
+  void (*leave)(void *client, struct chat_text departure);
   /* Under the lock: a room line (formatted once) to every registered user;
-   * a slow recipient may be dropped, never waited for. */
-  void (*say)(void *client, struct chat_text line);
+   * a slow recipient may be dropped, never waited for. Returns false when
+   * the room cannot be reached (a room shared through Redis, while Redis is
+   * away): the line is dropped and the sender told. */
+  bool (*say)(void *client, struct chat_text line);
   /* Under the lock: the room whose names NAMES lists, in registration
-   * order. The model may first bring the client up to date with the room
-   * (chat-forking copies the room's lines it has not sent yet), so that the
-   * list comes after every line that came before it. */
+   * order, or NULL when it cannot be reached now. The model may first
+   * bring the client up to date with the room (chat-forking copies the
+   * room's lines it has not sent yet), so that the list comes after every
+   * line that came before it. */
   const struct room *(*members)(void *client);
 
   /* Optional: after unlock(), when the name was accepted (the log line,
@@ -54,6 +61,11 @@ struct step_model {
   void (*close)(void *client);
 };
 
+/* What join() returns, besides a name or NULL, for a room that answers
+ * later (a room shared through Redis, docs/PROTOCOL.md section 7). */
+extern const char STEP_JOIN_PENDING[];
+extern const char STEP_ROOM_UNAVAILABLE[];
+
 /* Carries out one step for `client`, whose session and context produced
  * it: in this order, the reply, the room's part, the close. A step whose
  * texts are in the context's scratch stays valid throughout: the only step
@@ -63,5 +75,16 @@ void step_carry_out(const struct step_model *model, void *client,
                     struct session *session,
                     const struct session_context *context,
                     struct session_step step);
+
+/* The answer to a join that was STEP_JOIN_PENDING: `stored` is the room's
+ * copy of the name, NULL when it was taken, or STEP_ROOM_UNAVAILABLE;
+ * `name` is the name asked for. An accepted name's arrival was announced
+ * by the room itself, in the same step that accepted it (a Redis script:
+ * nobody hears of a member before its arrival); this carries out the rest,
+ * the sender's reply and `registered`. Called with the room not held. */
+void step_join_answered(const struct step_model *model, void *client,
+                        struct session *session,
+                        const struct session_context *context,
+                        struct chat_text name, const char *stored);
 
 #endif

@@ -508,13 +508,15 @@ static const char *join_room(void *client, struct chat_text name) {
                           &((struct client *)client)->member);
 }
 
-static void leave_room(void *client) {
-  room_leave_member(server.room, &((struct client *)client)->member);
-}
-
-static void say_to_room(void *client, struct chat_text line) {
+static bool say_to_room(void *client, struct chat_text line) {
   (void)client;
   room_broadcast(server.room, line, deliver, NULL);
+  return true;
+}
+
+static void leave_room(void *client, struct chat_text departure) {
+  room_leave_member(server.room, &((struct client *)client)->member);
+  say_to_room(client, departure);
 }
 
 static const struct room *room_members(void *client) {

@@ -700,16 +700,18 @@ static const char *join_room(void *client, struct chat_text name) {
 
 /* Its last lines are the room's up to its departure: what came since the
  * catch-up before the lock, now that no writer runs. */
-static void leave_room(void *client) {
+static bool say_to_room(void *client, struct chat_text line) {
+  (void)client;
+  shared_room_publish(server.shared, line);
+  return true;
+}
+
+static void leave_room(void *client, struct chat_text departure) {
   struct client *leaving = client;
   catch_up(leaving);
   shared_room_leave(server.shared, leaving->member);
   leaving->in_room = false;
-}
-
-static void say_to_room(void *client, struct chat_text line) {
-  (void)client;
-  shared_room_publish(server.shared, line);
+  say_to_room(client, departure);
 }
 
 /* The names as of this head: the client first gets every line before it. */

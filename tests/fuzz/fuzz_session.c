@@ -243,16 +243,7 @@ static const char *join_room(void *client, struct chat_text name) {
   return stored;
 }
 
-static void leave_room(void *client) {
-  struct connection *connection = client;
-  REQUIRE(connection->locked);
-  REQUIRE(connection->member >= 0);
-  room_leave(connection->room, connection->member);
-  connection->member = -1;
-  connection->leaving = true;
-}
-
-static void say_to_room(void *client, struct chat_text line) {
+static bool say_to_room(void *client, struct chat_text line) {
   struct connection *connection = client;
   REQUIRE(connection->locked);
   require_room_line(line);
@@ -274,6 +265,17 @@ static void say_to_room(void *client, struct chat_text line) {
             memcmp(line.bytes + connection->name_length, ": ", 2) == 0);
   }
   room_broadcast(connection->room, line, deliver, connection);
+  return true;
+}
+
+static void leave_room(void *client, struct chat_text departure) {
+  struct connection *connection = client;
+  REQUIRE(connection->locked);
+  REQUIRE(connection->member >= 0);
+  room_leave(connection->room, connection->member);
+  connection->member = -1;
+  connection->leaving = true;
+  say_to_room(client, departure);
 }
 
 static const struct room *room_members(void *client) {

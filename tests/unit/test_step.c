@@ -70,24 +70,26 @@ static const char *join(void *client, struct chat_text name) {
   return member >= 0 ? stored : NULL;
 }
 
-static void leave(void *client) {
-  note('l');
-  need_lock();
-  struct client *c = client;
-  room_leave(room, c->member);
-  c->member = -1;
-}
-
 static void deliver(void *context, uintptr_t owner, struct chat_text line) {
   (void)context;
   buffer_append(&((struct client *)owner)->output, line.bytes, line.length);
 }
 
-static void say(void *client, struct chat_text line) {
+static bool say(void *client, struct chat_text line) {
   (void)client;
   note('b');
   need_lock();
   room_broadcast(room, line, deliver, NULL);
+  return true;
+}
+
+static void leave(void *client, struct chat_text departure) {
+  note('l');
+  need_lock();
+  struct client *c = client;
+  room_leave(room, c->member);
+  c->member = -1;
+  say(client, departure);
 }
 
 static const struct room *members(void *client) {
