@@ -2,6 +2,7 @@
 #include "options.h"
 
 #include "protocol.h"
+#include "redis_url.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -19,7 +20,15 @@ enum {
   OPTION_MAX_LINE,
   OPTION_MAX_BACKLOG,
   OPTION_LOGIN_TIMEOUT,
+  OPTION_REUSE_PORT,
+  OPTION_REDIS,
+  OPTION_LEASE,
 };
+
+/* The longest --lease, in seconds: an hour is already far longer than any
+ * server needs to come back from a hiccup, and a bound keeps the lease's
+ * arithmetic (seconds to milliseconds, deadlines) far from overflow. */
+#define LEASE_MAX_SECONDS 3600
 
 static const struct option long_options[] = {
     {"name", required_argument, NULL, 'n'},
@@ -29,6 +38,9 @@ static const struct option long_options[] = {
     {"max-line", required_argument, NULL, OPTION_MAX_LINE},
     {"max-backlog", required_argument, NULL, OPTION_MAX_BACKLOG},
     {"login-timeout", required_argument, NULL, OPTION_LOGIN_TIMEOUT},
+    {"reuse-port", no_argument, NULL, OPTION_REUSE_PORT},
+    {"redis", required_argument, NULL, OPTION_REDIS},
+    {"lease", required_argument, NULL, OPTION_LEASE},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
@@ -51,39 +63,32 @@ const char *options_program_name(const char *argv0) {
   return slash ? slash + 1 : argv0;
 }
 
+/* The usage, one line of source per line printed (clang-format is kept off
+ * it, so the source shows --help's columns), the defaults taken from
+ * options.h. README.md's option list (docs.readme-options) and the man
+ * pages (man/gen_man.py) are made from this text, and docs/PROTOCOL.md
+ * section 1 shows it: a change here is a change there. */
 static void print_usage(const char *program, FILE *out) {
-  fprintf(
-      out,
-      "Usage: %s [NAME [PORT]] [options]\n"
-      "A telnet chat room (see docs/PROTOCOL.md).\n"
-      "\n"
-      "  NAME, -n, --name NAME     room name              "
-      "(default " OPTIONS_DEFAULT_ROOM_NAME ")\n"
-      "  PORT, -p, --port PORT     TCP port, 0 = any free (default " TEXT_OF(
-          OPTIONS_DEFAULT_PORT) ")\n"
-                                "  -H, --host ADDR           address to bind   "
-                                "    (default: all, "
-                                "IPv4 and IPv6)\n"
-                                "  --max-clients N           connections at "
-                                "once   (default " TEXT_OF(
-                                    OPTIONS_DEFAULT_MAX_CLIENTS) ")\n"
-                                                                 "  --max-line "
-                                                                 "BYTES        "
-                                                                 "  longest "
-                                                                 "input line   "
-                                                                 " ("
-                                                                 "default"
-                                                                 " " TEXT_OF(
-                                                                     OPTIONS_DEFAULT_MAX_LINE) ")\n"
-                                                                                               "  --max-backlog BYTES       output queued for one client before "
-                                                                                               "it is dropped (default " TEXT_OF(
-                                                                                                   OPTIONS_DEFAULT_MAX_BACKLOG) ")\n"
-                                                                                                                                "  --login-timeout SECONDS   time to pick a name   (default " TEXT_OF(
-                                                                                                                                    OPTIONS_DEFAULT_LOGIN_TIMEOUT) ", 0 = none)\n"
-                                                                                                                                                                   "  -q, --quiet               no log on standard error\n"
-                                                                                                                                                                   "  -h, --help                usage, exit 0\n"
-                                                                                                                                                                   "  -V, --version             version, exit 0\n",
-      program);
+  fprintf(out, "Usage: %s [NAME [PORT]] [options]\n", program);
+  /* clang-format off */
+  fputs(
+    "A telnet chat room (see docs/PROTOCOL.md).\n"
+    "\n"
+    "  NAME, -n, --name NAME     room name              (default " OPTIONS_DEFAULT_ROOM_NAME ")\n"
+    "  PORT, -p, --port PORT     TCP port, 0 = any free (default " TEXT_OF(OPTIONS_DEFAULT_PORT) ")\n"
+    "  -H, --host ADDR           address to bind       (default: all, IPv4 and IPv6)\n"
+    "  --max-clients N           connections at once   (default " TEXT_OF(OPTIONS_DEFAULT_MAX_CLIENTS) ")\n"
+    "  --max-line BYTES          longest input line    (default " TEXT_OF(OPTIONS_DEFAULT_MAX_LINE) ")\n"
+    "  --max-backlog BYTES       output queued for one client before it is dropped (default " TEXT_OF(OPTIONS_DEFAULT_MAX_BACKLOG) ")\n"
+    "  --login-timeout SECONDS   time to pick a name   (default " TEXT_OF(OPTIONS_DEFAULT_LOGIN_TIMEOUT) ", 0 = none)\n"
+    "  --reuse-port              bind with SO_REUSEPORT: several servers share one port\n"
+    "  --redis URL               share the room through Redis (section 7); default: none\n"
+    "  --lease SECONDS           with --redis: how long a silent server keeps its users (default " TEXT_OF(OPTIONS_DEFAULT_LEASE) ")\n"
+    "  -q, --quiet               no log on standard error\n"
+    "  -h, --help                usage, exit 0\n"
+    "  -V, --version             version, exit 0\n",
+    out);
+  /* clang-format on */
 }
 
 /* A whole decimal number in [low, high]. */
@@ -95,6 +100,32 @@ static bool parse_number(const char *text, unsigned long long low,
   errno = 0;
   unsigned long long parsed = strtoull(text, &end, 10);
   if (errno || *end != '\0' || parsed < low || parsed > high)
+    return false;
+  *value = parsed;
+  return true;
+}
+
+/* A number of seconds above 0 and at most high, in decimal with or without
+ * a fraction: "5", "0.5", "2.25". No sign, exponent, hex, "inf" or "nan",
+ * which strtod alone would take. strtod reads the fraction after a '.',
+ * since the servers never leave the C locale. */
+static bool parse_seconds(const char *text, double high, double *value) {
+  const char *c = text;
+  if (*c < '0' || *c > '9')
+    return false;
+  while (*c >= '0' && *c <= '9')
+    c++;
+  if (*c == '.') {
+    c++;
+    if (*c < '0' || *c > '9')
+      return false;
+    while (*c >= '0' && *c <= '9')
+      c++;
+  }
+  if (*c != '\0')
+    return false;
+  double parsed = strtod(text, NULL);
+  if (!(parsed > 0 && parsed <= high))
     return false;
   *value = parsed;
   return true;
@@ -162,6 +193,26 @@ static int set_option(struct chat_options *options, const char *program,
                           "use a number of seconds from 0 to 86400");
     options->login_timeout = (unsigned)number;
     return OPTIONS_RUN;
+  case OPTION_REDIS: {
+    /* Only parsed here, so that a mistyped URL is a bad argument (exit 2)
+     * with the reason; reaching that Redis is section 7's (exit 1). */
+    struct redis_url url;
+    const char *reason;
+    if (!redis_url_parse(value, &url, &reason))
+      return bad_argument(program, err, "--redis", value, reason);
+    options->redis_url = value;
+    return OPTIONS_RUN;
+  }
+  case OPTION_LEASE: {
+    double seconds;
+    if (!parse_seconds(value, LEASE_MAX_SECONDS, &seconds))
+      return bad_argument(
+          program, err, "--lease", value,
+          "use a number of seconds above 0 and at most " TEXT_OF(
+              LEASE_MAX_SECONDS) ", such as 5 or 0.5");
+    options->lease = seconds;
+    return OPTIONS_RUN;
+  }
   default:
     return 2;
   }
@@ -177,6 +228,7 @@ int options_parse(struct chat_options *options, int argc, char *argv[],
       .max_line = OPTIONS_DEFAULT_MAX_LINE,
       .max_backlog = OPTIONS_DEFAULT_MAX_BACKLOG,
       .login_timeout = OPTIONS_DEFAULT_LOGIN_TIMEOUT,
+      .lease = OPTIONS_DEFAULT_LEASE,
   };
   opterr = 0; /* we say what is wrong ourselves */
   /* 0, not 1: glibc then forgets the previous scan (a half-read cluster
@@ -189,6 +241,9 @@ int options_parse(struct chat_options *options, int argc, char *argv[],
     switch (option) {
     case 'q':
       options->quiet = true;
+      break;
+    case OPTION_REUSE_PORT:
+      options->reuse_port = true;
       break;
     case 'h':
       print_usage(program, out);

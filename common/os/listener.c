@@ -14,8 +14,9 @@
 /* The kernel caps the accept queue at net.core.somaxconn anyway. */
 #define LISTEN_BACKLOG 65535
 
+/* One socket, bound and listening; -1 with errno set if any step fails. */
 static int bind_and_listen(const struct sockaddr *address, socklen_t length,
-                           int family) {
+                           int family, bool reuse_port) {
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -1;
@@ -23,7 +24,14 @@ static int bind_and_listen(const struct sockaddr *address, socklen_t length,
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
   if (family == AF_INET6) /* take IPv4 too, whatever bindv6only says */
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
-  if (bind(fd, address, length) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+  /* Before bind, which is where the kernel checks it: the port is shared
+   * only among sockets that all set SO_REUSEPORT (and belong to one user).
+   * Asked for and refused, it is an error: the server would otherwise
+   * fail later, or not share the port it was told to share. */
+  bool shared = !reuse_port ||
+                setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) == 0;
+  if (!shared || bind(fd, address, length) < 0 ||
+      listen(fd, LISTEN_BACKLOG) < 0) {
     int saved = errno;
     close(fd);
     errno = saved;
@@ -42,21 +50,23 @@ static unsigned local_port(int fd) {
   return ntohs(((struct sockaddr_in *)&address)->sin_port);
 }
 
-static int open_any(unsigned port) {
+static int open_any(unsigned port, bool reuse_port) {
   struct sockaddr_in6 any6 = {.sin6_family = AF_INET6,
                               .sin6_port = htons((uint16_t)port),
                               .sin6_addr = IN6ADDR_ANY_INIT};
-  int fd = bind_and_listen((struct sockaddr *)&any6, sizeof any6, AF_INET6);
+  int fd = bind_and_listen((struct sockaddr *)&any6, sizeof any6, AF_INET6,
+                           reuse_port);
   if (fd >= 0 || (errno != EAFNOSUPPORT && errno != EADDRNOTAVAIL))
     return fd;
   struct sockaddr_in any4 = {.sin_family = AF_INET,
                              .sin_port = htons((uint16_t)port),
                              .sin_addr = {htonl(INADDR_ANY)}};
-  return bind_and_listen((struct sockaddr *)&any4, sizeof any4, AF_INET);
+  return bind_and_listen((struct sockaddr *)&any4, sizeof any4, AF_INET,
+                         reuse_port);
 }
 
-static int open_host(const char *host, unsigned port, char *error,
-                     size_t error_size) {
+static int open_host(const char *host, unsigned port, bool reuse_port,
+                     char *error, size_t error_size) {
   char service[8];
   snprintf(service, sizeof service, "%u", port);
   struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -72,19 +82,24 @@ static int open_host(const char *host, unsigned port, char *error,
   }
   int fd = -1;
   for (struct addrinfo *a = found; a && fd < 0; a = a->ai_next)
-    fd = bind_and_listen(a->ai_addr, a->ai_addrlen, a->ai_family);
+    fd = bind_and_listen(a->ai_addr, a->ai_addrlen, a->ai_family, reuse_port);
   freeaddrinfo(found);
   return fd;
 }
 
-int listener_open(const char *host, unsigned port, unsigned *bound_port,
-                  char *error, size_t error_size) {
+int listener_open(const char *host, unsigned port, bool reuse_port,
+                  unsigned *bound_port, char *error, size_t error_size) {
   error[0] = '\0';
-  int fd = host ? open_host(host, port, error, error_size) : open_any(port);
+  int fd = host ? open_host(host, port, reuse_port, error, error_size)
+                : open_any(port, reuse_port);
   if (fd < 0) {
     int saved = errno;
     char hint[PATH_MAX + 200] = "";
-    if (saved == EADDRINUSE) {
+    if (saved == EADDRINUSE && reuse_port) {
+      snprintf(hint, sizeof hint,
+               " (is a server there without --reuse-port, or another "
+               "user's?)");
+    } else if (saved == EADDRINUSE) {
       snprintf(hint, sizeof hint, " (is another server running?)");
     } else if ((saved == EACCES || saved == EPERM) && port < 1024) {
       char self[PATH_MAX];

@@ -73,8 +73,8 @@ int startup_listen(struct chat_options *options, int argc, char *argv[],
   log_open(options->quiet);
   rlim_t files = prepare_process();
   char error[PATH_MAX + 512];
-  int fd =
-      listener_open(options->host, options->port, port, error, sizeof error);
+  int fd = listener_open(options->host, options->port, options->reuse_port,
+                         port, error, sizeof error);
   const char *program = options_program_name(argc > 0 ? argv[0] : "chat");
   if (fd < 0) {
     fprintf(stderr, "%s: %s\n", program, error);
@@ -83,10 +83,11 @@ int startup_listen(struct chat_options *options, int argc, char *argv[],
   }
   char bound[128];
   listener_describe(fd, bound, sizeof bound);
+  const char *shared = options->reuse_port ? " with SO_REUSEPORT" : "";
   if (files == RLIM_INFINITY)
-    log_line("listening on %s; open files: no limit", bound);
+    log_line("listening on %s%s; open files: no limit", bound, shared);
   else
-    log_line("listening on %s; open files: up to %llu", bound,
+    log_line("listening on %s%s; open files: up to %llu", bound, shared,
              (unsigned long long)files);
   warn_if_files_short(program, options, files);
   return fd;

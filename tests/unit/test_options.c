@@ -6,6 +6,7 @@
  * refused one past it; every kind of bad argument giving status 2 and, on
  * standard error, one line naming it and a hint; --help and --version
  * giving 0 and their text on standard output; parsing twice in one process;
+ * the options of one room across servers (--reuse-port, --redis, --lease);
  * and the startup line. Standard output and error are memory streams. */
 #include "check.h"
 #include "options.h"
@@ -83,6 +84,9 @@ static void test_defaults(void) {
   CHECK(p.options.max_line == 4096);
   CHECK(p.options.max_backlog == 1048576);
   CHECK(p.options.login_timeout == 60);
+  CHECK(!p.options.reuse_port);
+  CHECK(p.options.redis_url == NULL);
+  CHECK(p.options.lease == 5);
   CHECK(!p.options.quiet);
   parsed_free(&p);
 }
@@ -284,6 +288,29 @@ static void test_bad_arguments(void) {
       {{"chat", "--port"}, "'--port'"},
       {{"chat", "--max-line"}, "'--max-line'"},
       {{"chat", "-q", "-p"}, "'-p'"},
+      /* The cluster's options (docs/PROTOCOL.md section 7). */
+      {{"chat", "--redis", "localhost:6379"}, "--redis 'localhost:6379'"},
+      {{"chat", "--redis", "redis://h:0"}, "--redis 'redis://h:0'"},
+      {{"chat", "--redis="}, "--redis ''"},
+      {{"chat", "--redis"}, "'--redis'"},
+      {{"chat", "--lease", "0"}, "--lease '0'"},
+      {{"chat", "--lease", "0.0"}, "--lease '0.0'"},
+      {{"chat", "--lease", "-1"}, "--lease '-1'"},
+      {{"chat", "--lease", "3601"}, "--lease '3601'"},
+      {{"chat", "--lease", "3600.5"}, "--lease '3600.5'"},
+      {{"chat", "--lease", "1e3"}, "--lease '1e3'"},
+      {{"chat", "--lease", "inf"}, "--lease 'inf'"},
+      {{"chat", "--lease", "nan"}, "--lease 'nan'"},
+      {{"chat", "--lease", "0x10"}, "--lease '0x10'"},
+      {{"chat", "--lease", ".5"}, "--lease '.5'"},
+      {{"chat", "--lease", "5."}, "--lease '5.'"},
+      {{"chat", "--lease", "+5"}, "--lease '+5'"},
+      {{"chat", "--lease", " 5"}, "--lease ' 5'"},
+      {{"chat", "--lease", "5s"}, "--lease '5s'"},
+      {{"chat", "--lease", "0,5"}, "--lease '0,5'"},
+      {{"chat", "--lease="}, "--lease ''"},
+      {{"chat", "--lease"}, "'--lease'"},
+      {{"chat", "--reuse-port=yes"}, "'--reuse-port=yes'"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     check_refused(cases[i].argv, cases[i].named);
@@ -294,11 +321,83 @@ static void test_bad_arguments(void) {
   check_refused(ARGV("chat", name), "room name");
 }
 
+/* --reuse-port, --redis and --lease: given, spelled every way, together
+ * with the others; and a bad --redis URL refused with the reason. */
+static void test_cluster_options(void) {
+  struct parsed p = parse(ARGV("chat", "Lobby", "--reuse-port", "--redis",
+                               "redis://:pw@[::1]:6380/2", "--lease", "0.5"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.room_name, "Lobby") == 0);
+  CHECK(p.options.reuse_port);
+  CHECK(p.options.redis_url &&
+        strcmp(p.options.redis_url, "redis://:pw@[::1]:6380/2") == 0);
+  CHECK(p.options.lease == 0.5);
+  parsed_free(&p);
+
+  p = parse(ARGV("chat", "--redis=unix:/run/redis.sock", "--lease=2.5", "-q",
+                 "Lobby", "0"));
+  check_runs(&p, __LINE__);
+  CHECK(p.options.redis_url &&
+        strcmp(p.options.redis_url, "unix:/run/redis.sock") == 0);
+  CHECK(p.options.lease == 2.5);
+  CHECK(!p.options.reuse_port);
+  CHECK(p.options.port == 0 && p.options.quiet);
+  parsed_free(&p);
+
+  /* Each alone; the lease's edges; --lease without --redis is accepted. */
+  p = parse(ARGV("chat", "--reuse-port"));
+  check_runs(&p, __LINE__);
+  CHECK(p.options.reuse_port && p.options.redis_url == NULL);
+  CHECK(p.options.lease == 5);
+  parsed_free(&p);
+  static const struct {
+    char *text;
+    double value;
+  } leases[] = {{"3600", 3600},   {"3600.000", 3600}, {"1", 1},
+                {"0.001", 0.001}, {"007", 7},         {"12.25", 12.25}};
+  for (size_t i = 0; i < sizeof leases / sizeof leases[0]; i++) {
+    p = parse(ARGV("chat", "--lease", leases[i].text));
+    check_runs(&p, __LINE__);
+    CHECK(p.options.lease == leases[i].value);
+    parsed_free(&p);
+  }
+
+  /* A bad URL: its reason, from redis_url_parse, follows its name. */
+  p = parse(ARGV("chat", "--redis", "redis://cache:99999"));
+  CHECK(p.status == 2);
+  CHECK(contains(&p.err, "--redis 'redis://cache:99999': bad port"));
+  parsed_free(&p);
+  p = parse(ARGV("chat", "--redis", "rediss://cache"));
+  CHECK(contains(&p.err, "TLS"));
+  parsed_free(&p);
+
+  /* A repeated option: the last one counts, as for the others. */
+  p = parse(ARGV("chat", "--redis", "redis://a", "--redis", "redis://b",
+                 "--lease", "9", "--lease", "3"));
+  check_runs(&p, __LINE__);
+  CHECK(strcmp(p.options.redis_url, "redis://b") == 0);
+  CHECK(p.options.lease == 3);
+  parsed_free(&p);
+}
+
 static void test_help(void) {
   static const char *const mentioned[] = {
       "--name",     "--port",        "--host",          "--max-clients",
-      "--max-line", "--max-backlog", "--login-timeout", "--quiet",
-      "--help",     "--version"};
+      "--max-line", "--max-backlog", "--login-timeout", "--reuse-port",
+      "--redis",    "--lease",       "--quiet",         "--help",
+      "--version"};
+  /* The three lines of docs/PROTOCOL.md section 1, word for word and in
+   * order, after --login-timeout and before --quiet. */
+  static const char cluster_lines[] =
+      "  --login-timeout SECONDS   time to pick a name   (default 60, 0 = "
+      "none)\n"
+      "  --reuse-port              bind with SO_REUSEPORT: several servers "
+      "share one port\n"
+      "  --redis URL               share the room through Redis (section 7); "
+      "default: none\n"
+      "  --lease SECONDS           with --redis: how long a silent server "
+      "keeps its users (default 5)\n"
+      "  -q, --quiet               no log on standard error\n";
   char *spellings[] = {"--help", "-h"};
   for (size_t s = 0; s < 2; s++) {
     struct parsed p = parse(
@@ -313,6 +412,8 @@ static void test_help(void) {
       if (!CHECK(contains(&p.out, mentioned[i])))
         fprintf(stderr, "  usage does not mention %s\n", mentioned[i]);
     }
+    if (!CHECK(contains(&p.out, cluster_lines)))
+      fprintf(stderr, "  usage's cluster lines differ from section 1's\n");
     parsed_free(&p);
   }
 }
@@ -338,6 +439,16 @@ static void test_parse_twice(void) {
   check_runs(&p, __LINE__);
   CHECK(strcmp(p.options.room_name, "Other") == 0);
   CHECK(!p.options.quiet); /* not the "q" left over from "-hq" */
+  parsed_free(&p);
+
+  /* Nothing of a parse stays for the next: the defaults come back. */
+  p = parse(
+      ARGV("chat", "--reuse-port", "--redis", "redis://h", "--lease", "1"));
+  check_runs(&p, __LINE__);
+  parsed_free(&p);
+  p = parse(ARGV("chat"));
+  CHECK(!p.options.reuse_port && p.options.redis_url == NULL);
+  CHECK(p.options.lease == 5);
   parsed_free(&p);
 
   p = parse(ARGV("chat", "-xq", "Lobby"));
@@ -411,6 +522,7 @@ int main(void) {
   test_limits_accepted();
   test_bad_arguments();
   test_backlog_holds_two_lines();
+  test_cluster_options();
   test_help();
   test_version();
   test_parse_twice();
