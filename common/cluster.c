@@ -152,6 +152,11 @@ static const char *const sources[CLUSTER_SCRIPTS] = {
                              "return retire(ARGV[2])\n",
 };
 
+size_t cluster_room_capacity(size_t max_clients) {
+  size_t capacity = 4 * max_clients;
+  return capacity > 65536 ? capacity : 65536;
+}
+
 const char *cluster_script_source(enum cluster_script script) {
   return sources[script];
 }
