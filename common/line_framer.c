@@ -60,8 +60,8 @@ static bool store(struct line_framer *framer, const char *bytes,
 }
 
 static bool flush_span(struct push *push) {
-  bool stored = store(push->framer, push->data + push->span.start,
-                      push->span.length);
+  bool stored =
+      store(push->framer, push->data + push->span.start, push->span.length);
   push->span.length = 0;
   return stored;
 }
@@ -138,11 +138,12 @@ enum framer_status line_framer_push(struct line_framer *framer,
   /* Where the pending CR is, if it came in this chunk; SIZE_MAX if not. */
   size_t cr_at = SIZE_MAX;
   enum framer_status status = FRAMER_DONE;
+  size_t i;
 
-  for (size_t i = 0; i < length && status == FRAMER_DONE; i++) {
+  for (i = 0; i < length && status == FRAMER_DONE; i++) {
     unsigned char reply[3];
-    switch (telnet_filter_byte(&framer->telnet, (unsigned char)data[i],
-                               reply)) {
+    switch (
+        telnet_filter_byte(&framer->telnet, (unsigned char)data[i], reply)) {
     case TELNET_SKIP:
       continue;
     case TELNET_REPLY:
@@ -161,8 +162,8 @@ enum framer_status line_framer_push(struct line_framer *framer,
         continue;
       }
       /* The CR was data after all. */
-      status = cr_at == SIZE_MAX ? add_carried_cr(&push)
-                                 : add_byte(&push, cr_at);
+      status =
+          cr_at == SIZE_MAX ? add_carried_cr(&push) : add_byte(&push, cr_at);
       cr_at = SIZE_MAX;
       if (status != FRAMER_DONE)
         break;
@@ -178,7 +179,9 @@ enum framer_status line_framer_push(struct line_framer *framer,
   }
   if (status == FRAMER_DONE && !flush_span(&push))
     return FRAMER_NO_MEMORY;
-  if (status == FRAMER_STOPPED)
+  if (status == FRAMER_STOPPED) {
     forget_line(&push);
+    framer->consumed = (uint32_t)i;
+  }
   return status;
 }

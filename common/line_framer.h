@@ -38,6 +38,9 @@ struct line_framer {
   struct telnet_filter telnet;
   bool after_cr;   /* the last data byte was a CR: LF or NUL would end a line */
   bool discarding; /* inside a line that was too long */
+  uint32_t consumed; /* after FRAMER_STOPPED: the bytes of the chunk it took,
+                        up to and including the stopping line's end; push
+                        the rest to go on where it stopped */
 };
 
 enum framer_status {
@@ -48,8 +51,8 @@ enum framer_status {
 
 void line_framer_init(struct line_framer *framer, size_t max_line);
 
-/* Feeds one chunk of received bytes; calls the handler for each frame in
- * order. */
+/* Feeds one chunk of received bytes (at most 4 GiB); calls the handler for
+ * each frame in order. */
 enum framer_status line_framer_push(struct line_framer *framer,
                                     const char *data, size_t length,
                                     frame_handler handler, void *context);

@@ -218,6 +218,8 @@ static const char *cause_text(enum departure_cause cause) {
     return "out of memory";
   case DEPARTURE_FAILED:
     return "failed";
+  case DEPARTURE_ROOM_LOST:
+    return "room lost";
   }
   return "?";
 }

@@ -18,13 +18,14 @@
 #include <stddef.h>
 
 enum departure_cause {
-  DEPARTURE_QUIT,     /* said QUIT */
-  DEPARTURE_CLOSED,   /* closed, reset or half-closed the connection */
-  DEPARTURE_SLOW,     /* dropped: its backlog passed --max-backlog */
-  DEPARTURE_TIMEOUT,  /* no name within --login-timeout */
-  DEPARTURE_SHUTDOWN, /* the server stopped */
-  DEPARTURE_ERROR,    /* the server ran out of memory for it */
-  DEPARTURE_FAILED,   /* anything else failed: a system call, its process */
+  DEPARTURE_QUIT,      /* said QUIT */
+  DEPARTURE_CLOSED,    /* closed, reset or half-closed the connection */
+  DEPARTURE_SLOW,      /* dropped: its backlog passed --max-backlog */
+  DEPARTURE_TIMEOUT,   /* no name within --login-timeout */
+  DEPARTURE_SHUTDOWN,  /* the server stopped */
+  DEPARTURE_ERROR,     /* the server ran out of memory for it */
+  DEPARTURE_FAILED,    /* anything else failed: a system call, its process */
+  DEPARTURE_ROOM_LOST, /* the room shared through Redis was lost */
 };
 
 /* Sets up the log: nothing is written with quiet. Called once, before any
