@@ -26,6 +26,7 @@
  * threads behind the loop. And it is the hardest of the three to read: the
  * session's flow is spread over callbacks instead of down one function. */
 #include "byte_buffer.h"
+#include "cluster.h"
 #include "os/clock.h"
 #include "os/heap.h"
 #include "line_framer.h"
@@ -33,6 +34,7 @@
 #include "os/log.h"
 #include "options.h"
 #include "os/policy.h"
+#include "os/redis_room.h"
 #include "os/refuse.h"
 #include "room.h"
 #include "session.h"
@@ -41,6 +43,7 @@
 
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <hiredis/adapters/libevent.h>
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -75,6 +78,8 @@ struct client {
   struct client *next_dropped;
   long long deadline; /* login, then the last lines' flush; monotonic ms */
   struct byte_buffer output; /* what its socket has not taken yet */
+  struct byte_buffer held;   /* input read while its name waited for the
+                                room shared through Redis */
   struct line_framer framer;
   struct session session;
   struct peer_address peer;
@@ -83,6 +88,7 @@ struct client {
   unsigned char state;      /* enum client_state */
   unsigned char cause;      /* enum departure_cause, once dropped */
   unsigned char watching;   /* EV_READ and EV_WRITE: what the event waits for */
+  unsigned char joining;    /* its name waits for Redis's answer */
   max_align_t event_data[]; /* its event: event_get_struct_event_size() */
 };
 
@@ -99,8 +105,11 @@ static struct server {
   struct event *accept_retry; /* re-enables accepting after EMFILE */
   struct event *drop_dropped; /* closes dropped clients after a broadcast */
   struct event *shutdown_deadline;
-  struct event *heap_timer; /* gives freed heap back once quiet (heap.h) */
-  struct room *room;
+  struct event *heap_timer;  /* gives freed heap back once quiet (heap.h) */
+  struct event *redis_timer; /* the link's clock (redis_room_tick) */
+  struct redis_room *redis;  /* with --redis: the room shared through Redis */
+  struct room *room;         /* with --redis, every server's users (owner 0: not
+                                ours) */
   struct session_context session;
   struct client_list clients, waiting_for_name, pending_output;
   struct client *dropped;
@@ -142,6 +151,9 @@ static bool list_contains(const struct client_list *list,
 static void queue_output(struct client *client, const char *bytes,
                          size_t length);
 static void deliver(void *context, uintptr_t owner, struct chat_text line);
+static bool open_redis_room(void);
+static bool take_input(struct client *client, const char *bytes, size_t length);
+static void stop_joining(struct client *client);
 
 /* ---- main ------------------------------------------------------------ */
 
@@ -153,7 +165,10 @@ int main(int argc, char *argv[]) {
     return status;
   server.session = session_context_make(server.options.room_name,
                                         server.options.max_line, true);
-  server.room = room_create(server.options.max_clients);
+  server.room =
+      room_create(server.options.redis_url
+                      ? cluster_room_capacity(server.options.max_clients)
+                      : server.options.max_clients);
   server.base = new_event_base();
   if (server.base)
     server.listener = evconnlistener_new(server.base, on_accept, NULL,
@@ -168,6 +183,10 @@ int main(int argc, char *argv[]) {
     fprintf(stderr, "chat-evented: %s failed\n", failed);
     if (!server.listener)
       close(fd);
+    free_everything();
+    return 1;
+  }
+  if (server.options.redis_url && !open_redis_room()) {
     free_everything();
     return 1;
   }
@@ -288,14 +307,32 @@ static bool read_input(struct client *client) {
     close_after_flush(client); /* which may free it */
     return false;
   }
-  if (line_framer_push(&client->framer, input, (size_t)got, on_frame, client) ==
-          FRAMER_NO_MEMORY &&
-      client->state == CLIENT_OPEN)
+  return take_input(client, input, (size_t)got);
+}
+
+/* Carries out every line in `bytes`. A name that waits for the room shared
+ * through Redis stops the lines there: the rest is held, and the socket is
+ * not read, until the room answers (on_join_answered). Returns false when
+ * the client was freed, or reads no more. */
+static bool take_input(struct client *client, const char *bytes,
+                       size_t length) {
+  enum framer_status status =
+      line_framer_push(&client->framer, bytes, length, on_frame, client);
+  if (status == FRAMER_NO_MEMORY && client->state == CLIENT_OPEN)
     drop_client(client, DEPARTURE_ERROR);
   if (client->state == CLIENT_CLOSING) { /* it said QUIT */
     depart(client, DEPARTURE_QUIT);
     close_after_flush(client); /* which may free it */
     return false;
+  }
+  if (status == FRAMER_STOPPED && client->joining) {
+    size_t rest = length - client->framer.consumed;
+    if (!byte_buffer_append(&client->held, bytes + client->framer.consumed,
+                            rest)) {
+      drop_client(client, DEPARTURE_ERROR);
+      return false;
+    }
+    return watch(client, client->watching & EV_WRITE);
   }
   return client->state == CLIENT_OPEN;
 }
@@ -368,6 +405,7 @@ static void close_after_flush(struct client *client) {
  * that runs once the callback in progress has returned. Until then it is
  * given nothing and reads nothing. */
 static void drop_client(struct client *client, enum departure_cause cause) {
+  stop_joining(client);
   client->state = CLIENT_DROPPED;
   client->cause = (unsigned char)cause;
   list_remove(&server.pending_output, client, LIST_PENDING);
@@ -401,6 +439,8 @@ static void lose_client(struct client *client, int error) {
 }
 
 static void close_client(struct client *client) {
+  stop_joining(client);
+  byte_buffer_release(&client->held);
   list_remove(&server.clients, client, LIST_ALL);
   list_remove(&server.waiting_for_name, client, LIST_WAITING);
   list_remove(&server.pending_output, client, LIST_PENDING);
@@ -479,6 +519,10 @@ static void shut_down(evutil_socket_t signal_number, short events, void *arg) {
   server.shutting_down = true;
   log_shutting_down((int)signal_number, server.connections);
   evconnlistener_disable(server.listener);
+  /* The other servers hear of our users' departures now, not after the
+   * lease; from here on the room is this server's own, for the goodbyes. */
+  redis_room_close(server.redis);
+  server.redis = NULL;
   struct client *client = server.clients.first;
   while (client) {
     struct client *next = client->links[LIST_ALL].next; /* may be freed */
@@ -504,23 +548,43 @@ static void send_to_client(void *client, const char *bytes, size_t length) {
 }
 
 static const char *join_room(void *client, struct chat_text name) {
-  return room_join_member(server.room, name, (uintptr_t)client,
-                          &((struct client *)client)->member);
+  struct client *joining = client;
+  if (server.redis) {
+    const char *answer = redis_room_join(server.redis, joining, name);
+    joining->joining = answer == STEP_JOIN_PENDING;
+    return answer;
+  }
+  return room_join_member(server.room, name, (uintptr_t)joining,
+                          &joining->member);
 }
 
 static bool say_to_room(void *client, struct chat_text line) {
   (void)client;
+  if (server.redis)
+    return redis_room_say(server.redis, line); /* heard when Redis says */
   room_broadcast(server.room, line, deliver, NULL);
   return true;
 }
 
+/* With Redis, the member stays in the room, owned by nobody, until its
+ * departure comes back from Redis in the room's order (on_departed). */
 static void leave_room(void *client, struct chat_text departure) {
-  room_leave_member(server.room, &((struct client *)client)->member);
+  struct client *leaving = client;
+  if (server.redis) {
+    room_set_owner(server.room, leaving->member, 0);
+    redis_room_leave(server.redis,
+                     room_member_name(server.room, leaving->member));
+    leaving->member = -1;
+    return;
+  }
+  room_leave_member(server.room, &leaving->member);
   say_to_room(client, departure);
 }
 
 static const struct room *room_members(void *client) {
   (void)client;
+  if (server.redis && !redis_room_available(server.redis))
+    return NULL;
   return server.room;
 }
 
@@ -535,6 +599,7 @@ static void on_registered(void *client) {
  * lines are out (close_after_flush), having logged why. */
 static void close_session(void *client) {
   struct client *closing = client;
+  stop_joining(closing);
   if (closing->state == CLIENT_OPEN)
     closing->state = CLIENT_CLOSING;
 }
@@ -555,12 +620,134 @@ static void carry_out(struct client *client, struct session_step step) {
                  step);
 }
 
+/* ---- Helpers: the room shared through Redis (os/redis_room.h) -------- */
+
+static void on_redis_tick(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  (void)events;
+  (void)arg;
+  redis_room_tick(server.redis);
+}
+
+static int attach_redis(void *model, redisAsyncContext *context) {
+  (void)model;
+  return redisLibeventAttach(context, server.base) == REDIS_OK ? 0 : -1;
+}
+
+/* Redis gives the room's lines back in the room's order; this server hands
+ * each to its own users. */
+static const char *on_arrived(void *model, void *client, struct chat_text name,
+                              struct chat_text line) {
+  (void)model;
+  int ignored;
+  struct client *joining = client;
+  const char *stored = room_join_member(server.room, name, (uintptr_t)joining,
+                                        joining ? &joining->member : &ignored);
+  if (stored && line.length > 0)
+    room_broadcast(server.room, line, deliver, NULL);
+  return stored;
+}
+
+static void on_said(void *model, struct chat_text line) {
+  (void)model;
+  room_broadcast(server.room, line, deliver, NULL);
+}
+
+static void on_departed(void *model, struct chat_text name,
+                        struct chat_text line) {
+  (void)model;
+  int member = room_find(server.room, name);
+  if (member < 0)
+    return;
+  struct client *owner = (struct client *)room_owner(server.room, member);
+  if (owner) /* not ours to leave: retired while it was still here */
+    owner->member = -1;
+  room_leave(server.room, member);
+  room_broadcast(server.room, line, deliver, NULL);
+}
+
+/* The answer to a name: carried on as any step, then the input held
+ * meanwhile is taken, and the socket read again. */
+static void on_join_answered(void *model, void *client, struct chat_text name,
+                             const char *stored) {
+  (void)model;
+  struct client *joining = client;
+  joining->joining = false;
+  step_join_answered(&evented_model, joining, &joining->session,
+                     &server.session, name, stored);
+  struct byte_buffer held = joining->held;
+  joining->held = (struct byte_buffer){0};
+  bool open =
+      joining->state == CLIENT_OPEN &&
+      (held.length == 0 || take_input(joining, held.bytes, held.length));
+  byte_buffer_release(&held);
+  if (open && !joining->joining)
+    watch(joining, (unsigned char)(EV_READ | (joining->watching & EV_WRITE)));
+}
+
+/* Retired from the room: its users are told and closed; naming clients
+ * stay, and their names wait for Redis to be back. */
+static void on_room_lost(void *model) {
+  (void)model;
+  struct client *client = server.clients.first;
+  while (client) {
+    struct client *next = client->links[LIST_ALL].next; /* may be freed */
+    if (client->state == CLIENT_OPEN &&
+        session_is_registered(&client->session)) {
+      log_departed(&client->peer, client->session.name,
+                   client->session.name_length, DEPARTURE_ROOM_LOST);
+      client->member = -1;
+      carry_out(client, session_room_lost(&client->session));
+      if (client->state == CLIENT_CLOSING)
+        close_after_flush(client);
+    }
+    client = next;
+  }
+  room_clear(server.room);
+}
+
+static const struct redis_room_model redis_model = {
+    .attach = attach_redis,
+    .arrived = on_arrived,
+    .join_answered = on_join_answered,
+    .said = on_said,
+    .departed = on_departed,
+    .lost = on_room_lost,
+};
+
+static bool open_redis_room(void) {
+  char error[512];
+  server.redis =
+      redis_room_open(&server.options, &redis_model, error, sizeof error);
+  if (!server.redis) {
+    fprintf(stderr, "chat-evented: %s\n", error);
+    return false;
+  }
+  server.redis_timer =
+      event_new(server.base, -1, EV_PERSIST, on_redis_tick, NULL);
+  struct timeval tick = timeval_from_milliseconds(
+      (long long)(redis_room_tick_seconds(server.redis) * 1000));
+  if (!server.redis_timer || event_add(server.redis_timer, &tick) != 0) {
+    fprintf(stderr, "chat-evented: event_new failed\n");
+    return false;
+  }
+  return true;
+}
+
+/* A client that stops reading while its name waits: the room releases the
+ * name, if it grants it, with nobody to give it to. */
+static void stop_joining(struct client *client) {
+  if (client->joining && server.redis)
+    redis_room_forget(server.redis, client);
+  client->joining = false;
+}
+
 /* Returns false to stop the framer: the client reads no more (it said
  * QUIT, or was dropped). */
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
   carry_out(client, session_on_frame(&client->session, &server.session, frame));
-  return client->state == CLIENT_OPEN;
+  return client->state == CLIENT_OPEN && !client->joining;
 }
 
 /* ---- Helpers: output, written once per turn of the loop -------------- */
@@ -590,7 +777,8 @@ static void queue_output(struct client *client, const char *bytes,
  * formatted once; each recipient gets a copy of its bytes. */
 static void deliver(void *context, uintptr_t owner, struct chat_text line) {
   (void)context;
-  queue_output((struct client *)owner, line.bytes, line.length);
+  if (owner) /* 0: a user of another server */
+    queue_output((struct client *)owner, line.bytes, line.length);
 }
 
 /* One send() for everything the client has not taken yet. What the socket
@@ -742,10 +930,12 @@ static void run_loop(void) {
 static void free_everything(void) {
   while (server.clients.first) /* clients that never finished closing */
     close_client(server.clients.first);
-  struct event *events[] = {server.on_signal[0],      server.on_signal[1],
-                            server.on_signal[2],      server.login_timer,
-                            server.accept_retry,      server.drop_dropped,
-                            server.shutdown_deadline, server.heap_timer};
+  redis_room_close(server.redis);
+  server.redis = NULL;
+  struct event *events[] = {
+      server.on_signal[0],      server.on_signal[1], server.on_signal[2],
+      server.login_timer,       server.accept_retry, server.drop_dropped,
+      server.shutdown_deadline, server.heap_timer,   server.redis_timer};
   for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
     if (events[i])
       event_free(events[i]);
