@@ -331,6 +331,126 @@ static void one_thread_model_needs_no_lock(void) {
   model = &locking_model;
 }
 
+/* A room shared through Redis, as the executor sees it: a name is answered
+ * later, and the room may be out of reach. */
+static const char *remote_answer; /* what join() returns */
+static bool remote_up = true;
+
+static const char *remote_join(void *client, struct chat_text name) {
+  (void)client;
+  (void)name;
+  note('j');
+  return remote_answer;
+}
+
+static bool remote_say(void *client, struct chat_text line) {
+  note('b');
+  return remote_up && say(client, line);
+}
+
+static const struct room *remote_members(void *client) {
+  (void)client;
+  note('m');
+  return remote_up ? room : NULL;
+}
+
+static const struct step_model remote_model = {
+    .send = send_bytes,
+    .join = remote_join,
+    .leave = leave,
+    .say = remote_say,
+    .members = remote_members,
+    .registered = registered,
+    .close = close_client,
+};
+
+/* The room's copy of a name, as the model's arrival hook stores it. */
+static const char *arrive(int i, const char *name) {
+  const char *stored = NULL;
+  clients[i].member = room_join(room, (struct chat_text){name, strlen(name)},
+                                (uintptr_t)&clients[i], &stored);
+  return stored;
+}
+
+static void answer(int i, const char *name, const char *stored) {
+  step_join_answered(model, &clients[i], &clients[i].session, &context,
+                     (struct chat_text){name, strlen(name)}, stored);
+}
+
+static void pending_name_waits_for_the_answer(void) {
+  model = &remote_model;
+  remote_answer = STEP_JOIN_PENDING;
+  reset();
+  start(0);
+  forget_output();
+  line(0, "ada");
+  CHECK_EQ_TEXT(trace, "j"); /* no lock: this model has none */
+  CHECK(clients[0].output.length == 0);
+  CHECK(!session_is_registered(&clients[0].session));
+  /* Accepted: the arrival was the room's to announce; only `registered`. */
+  buffer_clear(&trace);
+  answer(0, "ada", arrive(0, "ada"));
+  CHECK_EQ_TEXT(trace, "r");
+  CHECK(clients[0].output.length == 0);
+  CHECK(session_is_registered(&clients[0].session));
+  CHECK(clients[0].session.name == room_member_name(room, 0).bytes);
+  /* Taken, or the room out of reach meanwhile: the prompt again. */
+  start(1);
+  start(2);
+  forget_output();
+  answer(1, "ada", NULL);
+  CHECK_EQ_TEXT(clients[1].output,
+                "Username ada not available\r\nEnter user name: ");
+  answer(2, "bob", STEP_ROOM_UNAVAILABLE);
+  CHECK_EQ_TEXT(clients[2].output, CHAT_ROOM_UNAVAILABLE CHAT_PROMPT);
+  CHECK(!session_is_registered(&clients[1].session) &&
+        !session_is_registered(&clients[2].session));
+  CHECK_EQ_TEXT(trace, "ss");
+  model = &locking_model;
+}
+
+static void unreachable_room_answers_every_line_that_needs_it(void) {
+  model = &remote_model;
+  remote_answer = STEP_JOIN_PENDING;
+  remote_up = true;
+  reset();
+  start(0);
+  line(0, "ada");
+  answer(0, "ada", arrive(0, "ada"));
+  start(1);
+  remote_up = false;
+  remote_answer = STEP_ROOM_UNAVAILABLE;
+  forget_output();
+  line(1, "bob");
+  CHECK_EQ_TEXT(clients[1].output, CHAT_ROOM_UNAVAILABLE CHAT_PROMPT);
+  line(0, "hello");
+  line(0, "NAMES");
+  line(0, "HELP");
+  CHECK_EQ_TEXT(clients[0].output,
+                CHAT_ROOM_UNAVAILABLE CHAT_ROOM_UNAVAILABLE CHAT_HELP);
+  line(0, "QUIT");
+  CHECK(clients[0].closed);
+  remote_up = true;
+  model = &locking_model;
+}
+
+static void lost_room_closes_without_a_departure(void) {
+  reset();
+  start(0);
+  start(1);
+  line(0, "ada");
+  line(1, "bob");
+  forget_output();
+  carry_out(0, session_room_lost(&clients[0].session));
+  CHECK_EQ_TEXT(clients[0].output, CHAT_ROOM_LOST);
+  CHECK(clients[0].closed);
+  CHECK(!session_is_registered(&clients[0].session));
+  /* The room retired the name: the end of the connection says nothing. */
+  carry_out(0, session_end(&clients[0].session, &context));
+  CHECK_EQ_TEXT(trace, "sc");
+  CHECK(clients[1].output.length == 0);
+}
+
 int main(void) {
   welcome_is_a_reply_alone();
   accepted_name_joins_and_announces_in_one_hold();
@@ -343,6 +463,9 @@ int main(void) {
   departure_reaches_the_others_only();
   unregistered_end_is_silent();
   one_thread_model_needs_no_lock();
+  pending_name_waits_for_the_answer();
+  unreachable_room_answers_every_line_that_needs_it();
+  lost_room_closes_without_a_departure();
   reset();
   free(room);
   for (int i = 0; i < CLIENTS; i++)
