@@ -107,6 +107,7 @@ static int run_script(struct redis_room *room, redisCallbackFn *callback,
 
 static void drop_connections(struct redis_room *room);
 static void enter_again(struct redis_room *room);
+static void forget_pending_leaves(struct redis_room *room);
 
 static void close_users(struct redis_room *room) {
   log_line("redis: %s: this server's users were retired from the room; "
@@ -124,7 +125,7 @@ static void close_users(struct redis_room *room) {
                                 STEP_ROOM_UNAVAILABLE);
   }
   cluster_joins_free(&room->joins);
-  room->pending_count = 0;
+  forget_pending_leaves(room); /* retired with the rest */
   room->entered = false;
   strcpy(room->last_id, "0-0");
   set_available(room, false);
@@ -590,6 +591,12 @@ static void send_pending_leaves(struct redis_room *room) {
   room->pending_count = 0;
 }
 
+static void forget_pending_leaves(struct redis_room *room) {
+  for (size_t i = 0; i < room->pending_count; i++)
+    free((char *)room->pending_leaves[i].bytes);
+  room->pending_count = 0;
+}
+
 void redis_room_forget(struct redis_room *room, void *client) {
   cluster_joins_forget(&room->joins, client);
 }
@@ -767,8 +774,7 @@ void redis_room_close(struct redis_room *room) {
   }
   drop_connections(room);
   cluster_joins_free(&room->joins);
-  for (size_t i = 0; i < room->pending_count; i++)
-    free((char *)room->pending_leaves[i].bytes);
+  forget_pending_leaves(room);
   free(room->pending_leaves);
   free(room->context.scratch);
   free(room);
