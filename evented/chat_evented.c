@@ -78,7 +78,7 @@ struct client {
   struct client *next_dropped;
   long long deadline; /* login, then the last lines' flush; monotonic ms */
   struct byte_buffer output; /* what its socket has not taken yet */
-  struct byte_buffer held;   /* input read while its name waited for the
+  struct byte_buffer *held;  /* input read while its name waited for the
                                 room shared through Redis */
   struct line_framer framer;
   struct session session;
@@ -327,7 +327,10 @@ static bool take_input(struct client *client, const char *bytes,
   }
   if (status == FRAMER_STOPPED && client->joining) {
     size_t rest = length - client->framer.consumed;
-    if (!byte_buffer_append(&client->held, bytes + client->framer.consumed,
+    if (!client->held)
+      client->held = calloc(1, sizeof *client->held);
+    if (!client->held ||
+        !byte_buffer_append(client->held, bytes + client->framer.consumed,
                             rest)) {
       drop_client(client, DEPARTURE_ERROR);
       return false;
@@ -440,7 +443,9 @@ static void lose_client(struct client *client, int error) {
 
 static void close_client(struct client *client) {
   stop_joining(client);
-  byte_buffer_release(&client->held);
+  if (client->held)
+    byte_buffer_release(client->held);
+  free(client->held);
   list_remove(&server.clients, client, LIST_ALL);
   list_remove(&server.waiting_for_name, client, LIST_WAITING);
   list_remove(&server.pending_output, client, LIST_PENDING);
@@ -675,12 +680,13 @@ static void on_join_answered(void *model, void *client, struct chat_text name,
   joining->joining = false;
   step_join_answered(&evented_model, joining, &joining->session,
                      &server.session, name, stored);
-  struct byte_buffer held = joining->held;
-  joining->held = (struct byte_buffer){0};
-  bool open =
-      joining->state == CLIENT_OPEN &&
-      (held.length == 0 || take_input(joining, held.bytes, held.length));
-  byte_buffer_release(&held);
+  struct byte_buffer *held = joining->held;
+  joining->held = NULL;
+  bool open = joining->state == CLIENT_OPEN &&
+              (!held || take_input(joining, held->bytes, held->length));
+  if (held)
+    byte_buffer_release(held);
+  free(held);
   if (open && !joining->joining)
     watch(joining, (unsigned char)(EV_READ | (joining->watching & EV_WRITE)));
 }
