@@ -40,6 +40,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -512,6 +513,7 @@ class User:
         self.label = f"{name}@{node}"
         self.sock = socket.create_connection(
             (host or node.client_host, node.port), timeout=seconds(10))
+        self.sock.settimeout(seconds(10))  # sends; reads wait in select
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.local_port = self.sock.getsockname()[1]
         self.lines = []
@@ -527,15 +529,19 @@ class User:
 
     def _run(self):
         pending = bytearray()
-        self.sock.settimeout(0.2)
         for _ in range(100000000):  # bounded; ends at EOF or close()
             if self.closed:
                 break
             try:
+                # select, not the socket's timeout: send() may be waiting
+                # on the same socket in another thread.
+                ready, _, _ = select.select([self.sock], [], [], 0.2)
+                if not ready:
+                    continue
                 chunk = self.sock.recv(1 << 16)
             except socket.timeout:
                 continue
-            except OSError:
+            except (OSError, ValueError):
                 chunk = b""
             now = time.monotonic()
             if not chunk:
@@ -568,19 +574,37 @@ class User:
                     self.cond.notify_all()
 
     def send(self, data):
-        self.sock.settimeout(seconds(10))
-        self.sock.sendall(as_bytes(data))
+        self.sock.sendall(as_bytes(data))  # the socket's timeout: 10 s
 
     def say(self, text):
         self.send(as_bytes(text) + b"\r\n")
 
     def close(self):
+        """Closes the connection: FIN at once (shutdown wakes the reading
+        thread), the descriptor once that thread is done with it."""
         if not self.closed:
             self.closed = True
             try:
-                self.sock.close()
+                self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            if threading.current_thread() is not self.thread:
+                self.thread.join(5)
+            self.sock.close()
+
+    def reset(self):
+        """Closes with SO_LINGER 0: the server sees a TCP reset."""
+        if not self.closed:
+            self.closed = True  # the reading thread stops within 0.2 s
+            self.thread.join(5)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))
+            self.sock.close()
+
+    def half_close(self):
+        """Shuts down the sending side only: the server handles the
+        lines it has, then the user departs and is closed."""
+        self.sock.shutdown(socket.SHUT_WR)
 
     # -- waiting -------------------------------------------------------------
 
@@ -789,8 +813,58 @@ class Case:
             fail(f"{user.label}: expected {arrived(name)!r} after sending "
                  f"the name, received {line!r}" + user.context())
         for member in everyone:
-            member.wait_line(arrived(name))
+            try:
+                member.wait_line(arrived(name))
+            except AssertionError as error:
+                fail(f"{error}\n    ({name} registered on {node}, "
+                     f"{member.label.split('@')[0]} is on {member.node})")
         return user
+
+    def room_state(self):
+        """Redis's view of the room (its keys and what they hold, in
+        short), to explain a failure."""
+        if self.redis is None or self.redis.process is None \
+                or self.redis.process.poll() is not None:
+            return ""
+        try:
+            connection = Resp("127.0.0.1", self.redis.port, 2.0)
+        except OSError:
+            return ""
+        text = "\n  --- Redis's keys:"
+        try:
+            keys = sorted(connection.call("KEYS", KEY_PREFIX + b"*"))[:40]
+            for key in keys:
+                kind = connection.call("TYPE", key)
+                if kind == "zset":
+                    value = connection.call("ZRANGE", key, 0, 30,
+                                            "WITHSCORES")
+                elif kind == "hash":
+                    value = connection.call("HGETALL", key)
+                elif kind == "set":
+                    value = connection.call("SMEMBERS", key)
+                elif kind == "string":
+                    value = connection.call("GET", key)
+                elif kind == "stream":
+                    value = (f"{connection.call('XLEN', key)} entries, the "
+                             f"last: "
+                             f"{connection.call('XREVRANGE', key, '+', '-', 'COUNT', 3)}")
+                else:
+                    value = kind
+                text += f"\n    {key.decode()} ({kind}): {str(value)[:300]}"
+        except (OSError, RespError) as error:
+            text += f" ({error})"
+        finally:
+            connection.close()
+        return text
+
+    def logs(self, lines=25):
+        """The end of every server's stderr, to explain a failure."""
+        text = self.room_state()
+        for node in self.nodes:
+            tail = node.stderr_text().splitlines()[-lines:]
+            text += f"\n  --- {node} (pid {node.pid}), stderr's last lines:\n"
+            text += "\n".join("    " + line for line in tail)
+        return text
 
     def finish(self):
         problems = []
@@ -928,19 +1002,39 @@ def basic(c):
         late.append(newcomer)
         names.append(f"n{i}")
     everyone = users + late
-    # Departures: QUIT on one server, a closed connection on another.
-    quitter, closer = users[0], users[1]
+    # Departures, each on another server: QUIT, a closed connection (FIN),
+    # a reset one (RST), a half-closed one after a last message.
+    # Each departure is awaited before anything else happens in the room.
+    quitter, closer, resetter, halver = users[0:4]
+    gone = (quitter, closer, resetter, halver)
+    remaining = [u for u in everyone if u not in gone]
+
+    def departs(user, how, timeout=5.0):
+        began = time.monotonic()
+        try:
+            everyone_sees(remaining, departed(user.name), timeout)
+        except AssertionError as error:
+            fail(f"after {how} on {user.node}: {error}")
+        log(f"  {how} on {user.node}: departed everywhere within "
+            f"{time.monotonic() - began:.3f} s")
     quitter.ask("quit", BYE)
     quitter.wait_eof()
+    departs(quitter, "QUIT")
     closer.close()
-    remaining = [u for u in everyone if u not in (quitter, closer)]
-    everyone_sees(remaining, departed(quitter.name))
-    everyone_sees(remaining, departed(closer.name))
+    departs(closer, "a closed connection")
+    resetter.reset()
+    departs(resetter, "a reset connection")
+    halver.say("my last words")
+    halver.half_close()
+    halver.wait_eof()
+    everyone_sees(remaining, b"%s: my last words" % halver.name)
+    departs(halver, "a half-close")
     remaining[-1].say("the end")
     everyone_sees(remaining, b"%s: the end" % remaining[-1].name)
-    check_exactly_once(remaining, [departed(quitter.name),
-                                   departed(closer.name)], "departures")
-    left = [n for n in names if as_bytes(n) not in (quitter.name, closer.name)]
+    check_exactly_once(remaining, [departed(u.name) for u in gone],
+                       "departures")
+    left = [n for n in names
+            if as_bytes(n) not in [u.name for u in gone]]
     for user in remaining[:len(nodes)]:
         user.ask("NAMES", USERS_HERE, *[b" " + as_bytes(n) for n in left])
     check_same_order(everyone)
@@ -1563,6 +1657,7 @@ def main():
         except Exception as error:  # noqa: BLE001 (a broken harness: say so)
             outcome, detail = "FAILED", f"{type(error).__name__}: {error}"
         finally:
+            logs = fixture.logs() if outcome == "FAILED" else ""
             problems = fixture.finish()
         if problems and outcome != "FAILED":
             outcome, detail = "FAILED", "teardown: " + "\n".join(problems)
@@ -1575,7 +1670,7 @@ def main():
         elif outcome == "ok":
             log(f"{name}: ok ({took:.1f} s)\n")
         else:
-            log(f"{name}: FAILED ({took:.1f} s)\n  {detail}\n")
+            log(f"{name}: FAILED ({took:.1f} s)\n  {detail}{logs}\n")
     passed = sum(1 for _, outcome, _ in results if outcome == "ok")
     failed = [name for name, outcome, _ in results if outcome == "FAILED"]
     skipped = sum(1 for _, outcome, _ in results if outcome == "skipped")
