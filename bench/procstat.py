@@ -82,7 +82,7 @@ def _task_ids(pid):
         return []
 
 
-def cpu_sample(root, io=False):
+def cpu_sample(root, io=False, tree=True):
     """CPU and scheduling totals of the tree, now.
 
     cpu_ns comes from schedstat (nanoseconds on a CPU, per thread): precise
@@ -94,7 +94,8 @@ def cpu_sample(root, io=False):
     /proc/PID/task/TID/status (/proc/PID/status has the main thread's only).
     Page faults (minor: no I/O; major: read from disk) are per process in
     /proc/PID/stat, its threads included. With io, also /proc/PID/io's
-    syscr + syscw (read- and write-class system calls only).
+    syscr + syscw (read- and write-class system calls only). With
+    tree=False, root alone (not its descendants: the sweep's own CPU).
     """
     total = {"cpu_ns": 0, "wait_ns": 0, "user_ticks": 0, "system_ticks": 0,
              "voluntary_switches": 0, "involuntary_switches": 0,
@@ -102,7 +103,7 @@ def cpu_sample(root, io=False):
              "processes": 0, "tasks": 0}
     if io:
         total["io_syscalls"] = 0
-    for pid in process_tree(root):
+    for pid in (process_tree(root) if tree else [root]):
         text = _read(f"/proc/{pid}/stat")
         if text is None:
             continue
@@ -133,6 +134,72 @@ def cpu_sample(root, io=False):
                 elif line.startswith("nonvoluntary_ctxt_switches:"):
                     total["involuntary_switches"] += int(line.split()[1])
     return total
+
+
+def _add(total, sample):
+    for key, value in sample.items():
+        if isinstance(value, int):
+            total[key] = total.get(key, 0) + value
+        elif isinstance(value, dict):
+            _add(total.setdefault(key, {}), value)
+
+
+def cpu_sample_many(roots, io=False):
+    """cpu_sample summed over several trees (a cluster's servers)."""
+    total = {}
+    for root in roots:
+        _add(total, cpu_sample(root, io))
+    return total
+
+
+def memory_sample_many(roots):
+    """memory_sample summed over several trees; the system-wide kernel
+    counters once (read after the last tree)."""
+    total = {}
+    for root in roots:
+        sample = memory_sample(root)
+        kernel = sample.pop("kernel")
+        _add(total, sample)
+    total["kernel"] = kernel if roots else system_memory()
+    return total
+
+
+def system_cpu_times():
+    """Per CPU, from /proc/stat, in clock ticks: {"0": {"busy": ticks,
+    "idle": ticks, "softirq": ticks}, ...}. Busy is user + nice + system +
+    irq + softirq + steal (guest time is inside user); idle is idle +
+    iowait. Where the cores' time went, beside the trees' own CPU."""
+    cpus = {}
+    for line in (_read("/proc/stat") or "").splitlines():
+        words = line.split()
+        if not words or not words[0].startswith("cpu") or words[0] == "cpu":
+            continue
+        values = [int(v) for v in words[1:]] + [0] * 10
+        user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+        cpus[words[0][3:]] = {
+            "busy": user + nice + system + irq + softirq + steal,
+            "idle": idle + iowait, "softirq": softirq + irq}
+    return {"ticks_per_s": CLOCK_TICKS, "cpus": cpus}
+
+
+def socket_count(root):
+    """Distinct sockets the tree holds open (a server's listening sockets,
+    its clients', its Redis connections): read once, with N connected, to
+    see how the kernel spread the clients over a cluster's servers."""
+    inodes = set()
+    for pid in process_tree(root):
+        try:
+            names = os.listdir(f"/proc/{pid}/fd")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        for name in names:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{name}")
+            except OSError:
+                continue
+            if target.startswith("socket:"):
+                inodes.add(target)
+    return len(inodes)
 
 
 def cpu_delta(before, after):
@@ -315,8 +382,11 @@ class SyscallCounter:
         self.breakdown_budget = breakdown_budget
 
     def attach(self, root):
-        tids = [(pid, tid) for pid in process_tree(root)
-                for tid in _task_ids(pid)]
+        """Counters on every task of the tree of root (a pid, or a list of
+        pids: the servers of a cluster)."""
+        self.roots = list(root) if isinstance(root, (list, tuple)) else [root]
+        tids = [(pid, tid) for top in self.roots
+                for pid in process_tree(top) for tid in _task_ids(pid)]
         self.tasks = len(tids)
         total_id = _tracepoint_id("raw_syscalls/sys_enter")
         if total_id is None:
@@ -364,8 +434,10 @@ class SyscallCounter:
                     by_call[name] = by_call.get(name, 0) + value
             return {"method": "perf", "syscalls": total, "by_call": by_call}
         if self.method == "proc-io" and root is not None:
+            roots = list(root) if isinstance(root, (list, tuple)) else [root]
             return {"method": "proc-io",
-                    "io_syscalls": cpu_sample(root, io=True)["io_syscalls"]}
+                    "io_syscalls": cpu_sample_many(roots, io=True)
+                    .get("io_syscalls", 0)}
         return None
 
     def close(self):

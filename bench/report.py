@@ -43,6 +43,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster  # noqa: E402
 import procstat  # noqa: E402
 
 # The talk's C10K table: which row each model is, and who uses it. On the
@@ -144,7 +145,25 @@ CSV_FIGURES = [
     "latency_loadgen_cpu_share", "syscall_method", "missing", "duplicated",
     "out_of_order", "unexpected_lines", "disconnected", "arrival_errors",
     "undelivered_at_deadline",
+    # Where the machine's CPUs went in the throughput window, in cores (see
+    # cores_figures); every run.
+    "cores_busy", "cores_servers", "cores_redis", "cores_loadgen",
+    "cores_sweep", "cores_other", "cores_idle",
+    # Clusters (sweep --cluster K): Redis beside the servers (see
+    # cluster_figures); for one server the total is its own CPU.
+    "servers", "clients_per_server", "clients_max_over_mean",
+    "total_cpu_us_per_delivery", "redis_cpu_us_per_delivery",
+    "redis_cpu_us_per_line", "redis_cpu_share", "redis_usec_per_line",
+    "evalsha_per_line", "xread_per_line", "redis_round_trips_per_line",
+    "open_loop_total_cpu_us_per_delivery", "open_loop_redis_cpu_us_per_line",
+    "open_loop_evalsha_per_line", "open_loop_xread_per_line",
+    "open_loop_redis_round_trips_per_line",
+    "connect_evalsha_per_arrival", "connect_xread_per_arrival",
+    "redis_bytes_per_conn",
 ]
+# Figures that are text, not numbers: the median is not taken, the first
+# passed run's is shown.
+TEXT_FIGURES = ("clients_per_server",)
 
 
 # ---------------------------------------------------------------------------
@@ -215,6 +234,121 @@ def _per_delivery(figures, prefix, cpu, calls, deliveries):
                                    sum(by_call.values()))
             figures[prefix + "syscalls_by_call"] = by_call
         figures["syscall_method"] = calls["method"]
+
+
+def cores_figures(start, end):
+    """Where the machine's CPUs went between two samples, in cores (1.0 =
+    one CPU for the whole window): the servers (all their trees), Redis,
+    chat-load, the sweep itself, and the rest of the busy time ("other":
+    other processes on the machine, and kernel work charged to no task);
+    idle; and each CPU's busy share. None without /proc/stat samples."""
+    if not start or not end or "cores" not in start or "cores" not in end:
+        return None
+    seconds = end["t"] - start["t"]
+    if seconds <= 0:
+        return None
+    busy, irq = {}, 0.0
+    for cpu, then in start["cores"]["cpus"].items():
+        now = end["cores"]["cpus"].get(cpu)
+        if now is None:
+            continue
+        b = now["busy"] - then["busy"]
+        total = b + now["idle"] - then["idle"]
+        if total > 0:
+            busy[cpu] = b / total
+            irq += (now.get("softirq", 0) - then.get("softirq", 0)) / total
+
+    def cores(key):
+        a, b = start.get(key), end.get(key)
+        if not a or not b:
+            return 0.0
+        return procstat.cpu_delta(a, b)["cpu_s"] / seconds
+
+    out = {"by_cpu": busy, "busy": sum(busy.values()),
+           "servers": cores("cpu"), "loadgen": cores("load_cpu"),
+           "sweep": cores("sweep_cpu"), "irq": irq,
+           "redis": (procstat.cpu_delta(start["redis"]["cpu"],
+                                        end["redis"]["cpu"])["cpu_s"] /
+                     seconds if start.get("redis") and end.get("redis")
+                     else 0.0)}
+    out["other"] = max(0.0, out["busy"] - out["servers"] - out["redis"] -
+                       out["loadgen"] - out["sweep"])
+    out["idle"] = max(0.0, len(busy) - out["busy"])
+    return out
+
+
+def _redis_window(start, end):
+    """Redis's CPU seconds and its commands between two samples."""
+    a, b = (start or {}).get("redis"), (end or {}).get("redis")
+    if not a or not b:
+        return None, None
+    return (procstat.cpu_delta(a["cpu"], b["cpu"])["cpu_s"],
+            cluster.round_trips(a.get("commandstats"),
+                                b.get("commandstats")))
+
+
+def cluster_figures(run, figures):
+    """A cluster's figures (sweep --cluster K), beside the usual ones:
+    how the kernel spread the clients over the servers; Redis's CPU per
+    delivery and per room line (a message said once, delivered to all N),
+    and the server's commands to Redis per room line, in the throughput
+    window (closed loop), the latency window (open loop) and, per arrival,
+    the connect phase; total_cpu_us_per_delivery = servers + Redis (for one
+    server, its own CPU)."""
+    n = run["clients"]
+    samples = run.get("samples") or {}
+    load = run.get("load") or {}
+    info = run.get("cluster")
+    figures["servers"] = info["servers"] if info else 1
+    for prefix in ("", "open_loop_"):
+        if prefix + "cpu_us_per_delivery" in figures:
+            figures[prefix + "total_cpu_us_per_delivery"] = \
+                figures[prefix + "cpu_us_per_delivery"]
+    if not info:
+        return
+    idle, connected = samples.get("idle"), samples.get("connected")
+    if idle and connected and idle.get("sockets") and \
+            connected.get("sockets"):
+        spread = [b - a for a, b in zip(idle["sockets"],
+                                        connected["sockets"])]
+        figures["clients_per_server"] = "/".join(f"{c:,}" for c in spread)
+        if sum(spread) > 0:
+            figures["clients_max_over_mean"] = \
+                max(spread) / (sum(spread) / len(spread))
+    if idle and connected and (idle.get("redis") or {}).get("memory") and \
+            (connected.get("redis") or {}).get("memory"):
+        figures["redis_bytes_per_conn"] = (
+            connected["redis"]["memory"]["pss"] -
+            idle["redis"]["memory"]["pss"]) / n
+    cpu, calls = _redis_window(idle, connected)
+    if calls and n:
+        figures["connect_evalsha_per_arrival"] = calls["evalsha"] / n
+        figures["connect_xread_per_arrival"] = calls["xread"] / n
+    for prefix, window, first, last in (
+            ("", load.get("throughput"), "throughput-start",
+             "throughput-end"),
+            ("open_loop_", load.get("latency"), "latency-start",
+             "latency-end")):
+        if prefix + "cpu_us_per_delivery" not in figures or not window:
+            continue  # stalled, behind or missing: no rate
+        deliveries = window.get("deliveries", 0)
+        cpu, calls = _redis_window(samples.get(first), samples.get(last))
+        if cpu is None or deliveries <= 0:
+            continue
+        lines = deliveries / n  # room lines delivered to everyone
+        figures[prefix + "total_cpu_us_per_delivery"] = \
+            figures[prefix + "cpu_us_per_delivery"] + cpu * 1e6 / deliveries
+        figures[prefix + "redis_cpu_us_per_line"] = cpu * 1e6 / lines
+        if calls:
+            figures[prefix + "evalsha_per_line"] = calls["evalsha"] / lines
+            figures[prefix + "xread_per_line"] = calls["xread"] / lines
+            figures[prefix + "redis_round_trips_per_line"] = \
+                calls["round_trips"] / lines
+        if not prefix:
+            figures["redis_cpu_us_per_delivery"] = cpu * 1e6 / deliveries
+            figures["redis_cpu_share"] = cpu / window["seconds"]
+            if calls:
+                figures["redis_usec_per_line"] = calls["usec"] / lines
 
 
 def derive(run, stack_bytes=16384, min_fanouts=MIN_FANOUTS):
@@ -328,6 +462,15 @@ def derive(run, stack_bytes=16384, min_fanouts=MIN_FANOUTS):
 
     for key, value in (load.get("checks") or {}).items():
         figures[key] = value
+    cluster_figures(run, figures)
+    if "throughput_stalled" not in figures:
+        cores = cores_figures(samples.get("throughput-start"),
+                              samples.get("throughput-end"))
+        if cores:
+            figures["cores"] = cores
+            for key in ("busy", "servers", "redis", "loadgen", "sweep",
+                        "other", "idle"):
+                figures["cores_" + key] = cores[key]
     return figures
 
 
@@ -365,6 +508,20 @@ def median_figures(runs):
                 medians[figure] = statistics.median(values)
                 medians[figure + "_min"] = min(values)
                 medians[figure + "_max"] = max(values)
+        for text in TEXT_FIGURES:
+            seen = [r["figures"][text] for r in passed
+                    if r["figures"].get(text)]
+            if seen:
+                medians[text] = seen[0] if len(set(seen)) == 1 else \
+                    ", ".join(seen)
+        busy = {}
+        for r in passed:
+            for cpu, share in ((r["figures"].get("cores") or {})
+                               .get("by_cpu") or {}).items():
+                busy.setdefault(cpu, []).append(share)
+        if busy:
+            medians["cores_by_cpu"] = {cpu: statistics.median(values)
+                                       for cpu, values in busy.items()}
         for text in ("throughput_stalled", "open_loop_behind"):
             seen = [r["figures"][text] for r in passed
                     if r["figures"].get(text)]
@@ -477,7 +634,34 @@ def one_line_summary(run):
                      f"syscalls/delivery")
     if "latency_p99_us" in f:
         parts.append(f"p99 {fmt_us(f['latency_p99_us'])}")
+    if "clients_per_server" in f:
+        parts.append(f"clients per server {f['clients_per_server']}")
+    if "redis_cpu_us_per_line" in f:
+        parts.append(f"Redis {fmt_us(f['redis_cpu_us_per_line'])} CPU, "
+                     f"{f.get('evalsha_per_line', 0):.3g} EVALSHA and "
+                     f"{f.get('xread_per_line', 0):.3g} XREAD per room line")
+    if "cores_busy" in f:
+        parts.append(f"cores: {cores_text(f['cores'])}")
     return ", ".join(parts)
+
+
+def cores_text(cores, by_cpu=None):
+    """Where the CPUs' time went: "CPU0 60 %, CPU1 100 % busy: servers
+    0.98, Redis 0.2, chat-load 0.55, other 0.02 cores"."""
+    if not cores:
+        return "—"
+    by_cpu = by_cpu if by_cpu is not None else cores.get("by_cpu", {})
+    busy = ", ".join(f"CPU{cpu} {fmt_share(share)}"
+                     for cpu, share in sorted(by_cpu.items(),
+                                              key=lambda p: int(p[0])))
+    parts = [f"servers {fmt_plain(cores.get('servers'), 2)}"]
+    if cores.get("redis"):
+        parts.append(f"Redis {fmt_plain(cores['redis'], 2)}")
+    parts.append(f"chat-load {fmt_plain(cores.get('loadgen'), 2)}")
+    parts.append(f"sweep {fmt_plain(cores.get('sweep'), 2)}")
+    parts.append(f"other {fmt_plain(cores.get('other'), 2)}")
+    parts.append(f"idle {fmt_plain(cores.get('idle'), 2)}")
+    return f"{busy} busy; " + ", ".join(parts) + " cores"
 
 
 def table(header, rows):
@@ -1269,6 +1453,217 @@ def what_the_numbers_say(models, n, summary):
     return "\n".join(lines) + "\n"
 
 
+def cluster_models(results):
+    """{name: {"model": base model, "servers": K}} of the sweep's clusters
+    (sweep --cluster K: K servers of a model sharing a port and a room
+    through Redis, model NAME-xK)."""
+    found = {m["name"]: m["cluster"] for m in results.get("models", [])
+             if m.get("cluster")}
+    for run in results.get("runs", []):
+        info = run.get("cluster")
+        if info and run["model"] not in found:
+            found[run["model"]] = {"model": info["model"],
+                                   "servers": info["servers"]}
+    return found
+
+
+CLUSTER_GOAL_RATIO = 1.3  # issue 14: servers + Redis against one server
+
+
+def _summary_cores(s):
+    if s.get("cores_busy") is None:
+        return None
+    return {key: s.get("cores_" + key) for key in
+            ("busy", "servers", "redis", "loadgen", "sweep", "other",
+             "idle")}
+
+
+def cluster_goal_rows(clusters, clients, summary):
+    """Issue 14's goals for each cluster, measured: its CPU per delivery
+    (every server plus Redis) within CLUSTER_GOAL_RATIO of one server's at
+    N = 1,000 and 10,000, and at 10,000 every client connected and every
+    line delivered (a passed run: chat-load checked every line)."""
+    rows = []
+    for name, info in clusters.items():
+        base = info["model"]
+        for n, prefix in ((1000, ""), (1000, "open_loop_"), (10000, ""),
+                          (10000, "open_loop_")):
+            label = (f"{name} ({info['servers']} × chat-{base} + Redis), "
+                     f"N = {n:,}: CPU per delivery, servers + Redis, ≤ "
+                     f"{CLUSTER_GOAL_RATIO:g} × one chat-{base}'s"
+                     + (" (open loop)" if prefix else " (closed loop)"))
+            many = summary.get((name, n), {})
+            one = summary.get((base, n), {})
+            a = many.get(prefix + "total_cpu_us_per_delivery")
+            b = one.get(prefix + "total_cpu_us_per_delivery")
+            if prefix and (a is None or not b):
+                behind = many.get("open_loop_behind_runs") or \
+                    one.get("open_loop_behind_runs")
+                rows.append((label, "behind its schedule: no cost given"
+                             if behind else "not measured (needs a passed "
+                             "run of both at this N)", "not measured"))
+            elif a is not None and b:
+                rows.append((label, f"{a / b:.2f} × ({fmt_us(a)} vs "
+                                    f"{fmt_us(b)})",
+                             "met" if a <= CLUSTER_GOAL_RATIO * b
+                             else "NOT MET"))
+            elif many.get("throughput_stalled_runs") or \
+                    one.get("throughput_stalled_runs"):
+                rows.append((label, "stalled: no rate", "not measured"))
+            else:
+                rows.append((label, "not measured (needs a passed run of "
+                                    "both at this N)", "not measured"))
+        many = summary.get((name, 10000))
+        label = (f"{name}, N = 10,000: every client connected and every "
+                 f"line delivered")
+        if not many or not many.get("runs"):
+            rows.append((label, "not run", "not measured"))
+        else:
+            lost = sum(many.get(key, 0) or 0 for key in
+                       ("missing", "duplicated", "out_of_order",
+                        "undelivered_at_deadline", "disconnected"))
+            spread = many.get("clients_per_server")
+            rows.append((label,
+                         f"{many['passed']} of {many['runs']} runs passed "
+                         f"every check" + (f" (clients per server: {spread})"
+                                           if spread else "")
+                         + (f"; median {lost:g} lines lost" if lost else ""),
+                         "met" if many["passed"] == many["runs"] else
+                         "NOT MET"))
+    return rows
+
+
+def cluster_section(results, clients, summary):
+    """The clusters beside one server of their model: markdown, or None
+    when the sweep ran no cluster."""
+    clusters = cluster_models(results)
+    if not clusters:
+        return None
+    out = []
+    say = out.append
+    placement = results["machine"].get("cluster_placement",
+                                       "(placement not recorded)")
+    say("## Clusters: K servers and Redis beside one server\n")
+    say("Each cluster run starts a redis-server of its own (loopback, no "
+        "persistence) and K servers of one model on one port "
+        "(`--reuse-port --redis URL`); chat-load connects to that port and "
+        "the kernel spreads the clients over the servers. The same N, "
+        "workloads and checks as one server's runs, in the same sweep, "
+        "run by run beside them. Placement: " + placement + "; one server "
+        "runs alone on its CPU, as in every other run. CPU per delivery of "
+        "a cluster is every server's CPU plus Redis's, over the same "
+        "deliveries, in the throughput workload (closed loop: the servers "
+        "always have work and batch it) and in the latency workload (open "
+        "loop: each line alone, as a real chat); "
+        "Redis's CPU per room line is per message said once "
+        "and delivered to all N; EVALSHA and XREAD per room line are the "
+        "servers' commands to Redis (Redis's INFO commandstats before and "
+        "after the window), in the closed loop and (in brackets) the open "
+        "loop. *Where the cores' time went* is the throughput window, in "
+        "cores (1 = one CPU all the time), from `/proc/stat` and each "
+        "process's own CPU: *other* is every other process on the machine "
+        "and kernel work charged to none.\n")
+    rows = []
+    for name, info in clusters.items():
+        base = info["model"]
+        for n in clients:
+            one = summary.get((base, n))
+            many = summary.get((name, n))
+            if not one and not many:
+                continue
+            for label, s, own in ((f"one chat-{base}", one, False),
+                                  (f"{info['servers']} × chat-{base} + Redis",
+                                   many, True)):
+                if not s:
+                    continue
+                ratio = open_ratio = "—"
+                a = s.get("total_cpu_us_per_delivery")
+                b = (one or {}).get("total_cpu_us_per_delivery")
+                if own and a is not None and b:
+                    ratio = f"{a / b:.2f} ×"
+                a = s.get("open_loop_total_cpu_us_per_delivery")
+                b = (one or {}).get("open_loop_total_cpu_us_per_delivery")
+                if own and a is not None and b:
+                    open_ratio = f"{a / b:.2f} ×"
+
+                def calls(key):
+                    closed = s.get(key)
+                    opened = s.get("open_loop_" + key)
+                    if closed is None and opened is None:
+                        return "—"
+                    return (f"{fmt_plain(closed)} "
+                            f"({fmt_plain(opened)})")
+
+                rows.append((
+                    label, f"{n:,}", passed_text(s),
+                    s.get("clients_per_server", "—") if own else f"{n:,}",
+                    stalled_cell(s, fmt_count(s.get("deliveries_per_s"))),
+                    stalled_cell(s, fmt_us(s.get(
+                        "total_cpu_us_per_delivery"))),
+                    ratio,
+                    fmt_us(s.get("redis_cpu_us_per_delivery")) if own
+                    else "—",
+                    ("behind" if s.get("open_loop_behind_runs") and
+                     s.get("open_loop_total_cpu_us_per_delivery") is None
+                     else fmt_us(s.get(
+                         "open_loop_total_cpu_us_per_delivery"))),
+                    open_ratio,
+                    fmt_us(s.get("redis_cpu_us_per_line")) if own else "—",
+                    calls("evalsha_per_line") if own else "—",
+                    calls("xread_per_line") if own else "—",
+                    fmt_us(s.get("latency_p99_us")),
+                    cores_text(_summary_cores(s), s.get("cores_by_cpu", {}))
+                    if _summary_cores(s) else "—"))
+    say(table(["Setup", "N", "Passed", "Clients per server",
+               "Deliveries / s", "CPU / delivery (servers + Redis)",
+               "× one server", "of which Redis",
+               "Open loop: CPU / delivery (servers + Redis)", "× one server",
+               "Redis CPU / room line",
+               "EVALSHA / room line", "XREAD / room line", "p99 latency",
+               "Where the cores' time went"], rows))
+    say("")
+    arrivals = []
+    for name in clusters:
+        for n in clients:
+            s = summary.get((name, n), {})
+            if s.get("connect_evalsha_per_arrival") is not None:
+                arrivals.append(
+                    f"{name} at N = {n:,}: "
+                    f"{fmt_plain(s['connect_evalsha_per_arrival'])} EVALSHA "
+                    f"and {fmt_plain(s.get('connect_xread_per_arrival'))} "
+                    f"XREAD per arrival")
+    if arrivals:
+        say("Connecting, per arrival (the name claimed, its arrival line "
+            "read back by every server): " + "; ".join(arrivals) + ".\n")
+    say("Deliveries per second of a cluster and of one server are "
+        "measured on the same machine but not on the same CPUs' budget "
+        "unless the placement above says so: with the load generator on "
+        "the same two cores, no figure here is a scaling claim.\n")
+    say("**Goals** (issue 14; measured, never asserted by a test):\n")
+    say(table(["Goal", "Measured", "Verdict"],
+              cluster_goal_rows(clusters, clients, summary)))
+    say("")
+    return "\n".join(out)
+
+
+def other_work_text(runs):
+    """How much of the machine other work took in the throughput windows,
+    from /proc/stat: what else was loaded while the sweep measured."""
+    other = [r["figures"]["cores_other"] for r in runs
+             if r["status"] == "ok" and
+             r["figures"].get("cores_other") is not None]
+    if not other:
+        return ""
+    cpus = max(len((r["figures"].get("cores") or {}).get("by_cpu", {}))
+               for r in runs if r["status"] == "ok" and
+               r["figures"].get("cores"))
+    return (f"Other work on the machine (every process but the servers, "
+            f"Redis, chat-load and the sweep, from /proc/stat) took "
+            f"{fmt_plain(statistics.median(other), 2)} of the {cpus} CPUs in "
+            f"the throughput windows (median; max "
+            f"{fmt_plain(max(other), 2)}).\n")
+
+
 def build(folder):
     """Writes runs.csv, summary.csv, charts/ and report.md; returns the
     report's path."""
@@ -1346,6 +1741,9 @@ def render_markdown(results, models, clients, summary, runs, charts,
             f"{fmt_share(statistics.median(load_waits))}. Near 0 % on a quiet "
             f"machine; above a few percent, throughput and latency figures "
             f"are lower bounds of what the machine can do.\n")
+    other = other_work_text(runs)
+    if other:
+        say(other)
     if results.get("interrupted"):
         say("**This sweep was interrupted**: the figures cover the runs that "
             "finished.\n")
@@ -1363,7 +1761,9 @@ def render_markdown(results, models, clients, summary, runs, charts,
     say("The talk's table (Process / Thread / Async, who uses each) with "
         f"this machine's figures at {biggest:,} concurrent connections: "
         "medians of the runs that passed every check.\n")
-    say(c10k_table(models, biggest, summary))
+    clusters = cluster_models(results)
+    plain = [m for m in models if m not in clusters]
+    say(c10k_table(plain, biggest, summary))
     say("")
     notes = stalled_notes(models, [biggest], summary)
     if notes:
@@ -1395,7 +1795,10 @@ def render_markdown(results, models, clients, summary, runs, charts,
         f"window; system calls counted by "
         f"{syscall_method_text(results, summary)}.\n")
 
-    say(what_the_numbers_say(models, biggest, summary))
+    say(what_the_numbers_say(plain, biggest, summary))
+    section = cluster_section(results, clients, summary)
+    if section:
+        say(section)
 
     say("## Open loop and closed loop: what a delivery costs\n")
     points = sorted({n for n in (1000, biggest) if n in clients})
@@ -1467,7 +1870,8 @@ def render_markdown(results, models, clients, summary, runs, charts,
     say("Measured by this sweep and quoted as medians (never as timed "
         "tests).\n")
     say(table(["Target", "Measured", "Verdict"],
-              evaluate_targets(models, clients, summary, runs)))
+              evaluate_targets(models, clients, summary, runs) +
+              cluster_goal_rows(clusters, clients, summary)))
     say("")
 
     say("## Charts\n")

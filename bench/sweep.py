@@ -42,6 +42,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster  # noqa: E402
 import procstat  # noqa: E402
 import report  # noqa: E402
 
@@ -75,11 +76,14 @@ IDLE_SETTLE_S = 2.0  # connections idle this long before memory is read
 class Model:
     """One server: its short name, how to start it, where it comes from."""
 
-    def __init__(self, name, argv, source, built=False):
+    def __init__(self, name, argv, source, built=False, cluster=0,
+                 base=None):
         self.name = name
         self.argv = argv
         self.source = source
         self.built = built  # a chat-* of the build tree, from REPO/NAME/
+        self.cluster = cluster  # K servers and a Redis (0: one server)
+        self.base = base or name  # the model a cluster is made of
 
     def __repr__(self):
         return f"Model({self.name})"
@@ -130,13 +134,23 @@ def find_models(build_dir, wanted, extra=()):
     return [found[n] for n in names], []
 
 
+def cluster_models(model, sizes):
+    """The cluster variants of a model (sweep --cluster K): NAME-xK, K
+    servers of it sharing a port and a room through Redis. Only the C
+    servers of the build tree take --redis."""
+    if not model.built:
+        return []
+    return [Model(f"{model.name}-x{k}", model.argv, model.source,
+                  built=True, cluster=k, base=model.name) for k in sizes]
+
+
 def heap_policy(model):
     """Which heap policy a C model runs with, read from the sources it was
     built from: the policy common/os/heap.h states (its first sentence),
     and which of the functions heap.h declares the model's own sources and
     the shared ones (common/) call, and which none calls. None for a model
     whose sources are not here (a peer, a --server)."""
-    own = glob.glob(os.path.join(REPO_DIR, model.name, "*.c"))
+    own = glob.glob(os.path.join(REPO_DIR, model.base, "*.c"))
     header = os.path.join(REPO_DIR, "common", "os", "heap.h")
     if not own or not model.built or \
             not os.path.exists(header):
@@ -298,6 +312,7 @@ def describe_machine(build_dir, pinning, usable_cpus):
         "load_average": open("/proc/loadavg").read().split()[:3],
         "compiler": compiler,
         "libevent": _first_line(["pkg-config", "--modversion", "libevent"]),
+        "hiredis": _first_line(["pkg-config", "--modversion", "hiredis"]),
         "python": platform.python_version(),
         "gnuplot": _first_line(["gnuplot", "--version"]),
         "git_commit": _first_line(["git", "-C", REPO_DIR, "rev-parse",
@@ -557,6 +572,37 @@ def kill_group(process, grace):
     return status, took
 
 
+def kill_groups(processes, grace):
+    """kill_group for several processes at once: SIGTERM to every group,
+    one deadline for all, then SIGKILL to every group. Returns their exit
+    statuses and the seconds each took."""
+    started = time.monotonic()
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    statuses, took = [], []
+    for process in processes:
+        left = max(0.0, started + grace - time.monotonic())
+        try:
+            statuses.append(process.wait(timeout=left))
+        except subprocess.TimeoutExpired:
+            statuses.append(None)
+        took.append(time.monotonic() - started)
+    for process, status in zip(processes, statuses):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if status is None:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+    return statuses, took
+
+
 NOTABLE = ("error", "cannot", "fail", "refus", "full", "resource",
            "memory", "too many", "abort", "fatal", "killed", "dropped",
            "slow", "timeout", "lapped")
@@ -619,13 +665,21 @@ def read_line(process, deadline, what):
     return data.decode("utf-8", "replace").strip()
 
 
-def start_server(model, clients, config, cpus, log_path):
+def server_argv(model, clients, config, port=0, redis_url=None):
     # Not -q: the server's log (one line per connection event, none per
     # message) is where it says why it refused a client or failed.
-    argv = model.argv + ["-H", "127.0.0.1", "-p", "0",
+    argv = model.argv + ["-H", "127.0.0.1", "-p", str(port),
                          "--max-clients", str(clients + 64),
                          "--max-backlog", str(config.max_backlog),
                          "--login-timeout", "0"]
+    if redis_url:
+        argv += ["--reuse-port", "--redis", redis_url]
+    return argv
+
+
+def start_server(model, clients, config, cpus, log_path, port=0,
+                 redis_url=None):
+    argv = server_argv(model, clients, config, port, redis_url)
     with open(log_path, "wb") as log:
         try:
             process = subprocess.Popen(
@@ -644,6 +698,130 @@ def start_server(model, clients, config, cpus, log_path):
     except RunError as error:
         kill_group(process, 1)
         raise RunError(f"server: {error}; stderr: {_tail(log_path)}")
+
+
+class Fleet:
+    """The servers of one run: one server, or a cluster (sweep --cluster K)
+    of K servers of one model on one port (--reuse-port) sharing one room
+    through a redis-server of the run's own. Sampled as one: CPU and memory
+    are summed over every server's tree; Redis is sampled on its own."""
+
+    def __init__(self):
+        self.servers = []  # Popen, in start order
+        self.logs = []
+        self.redis = None  # cluster.Redis
+        self.port = None
+        self.argv = None
+
+    @property
+    def roots(self):
+        return [p.pid for p in self.servers]
+
+    def exited(self):
+        """[(index, status)] of the servers that have exited."""
+        return [(i, p.poll()) for i, p in enumerate(self.servers)
+                if p.poll() is not None]
+
+    def poll(self):
+        gone = self.exited()
+        return gone[0][1] if gone else None
+
+    def cpu(self):
+        return procstat.cpu_sample_many(self.roots)
+
+    def memory(self):
+        return procstat.memory_sample_many(self.roots)
+
+    def redis_sample(self, memory=False):
+        """Redis's CPU (its whole tree: the main thread and its background
+        ones) and its commandstats; its memory too when asked."""
+        if self.redis is None or self.redis.pid is None:
+            return None
+        sample = {"cpu": procstat.cpu_sample(self.redis.pid),
+                  "commandstats": self.redis.commandstats()}
+        if memory:
+            taken = procstat.memory_sample(self.redis.pid)
+            taken.pop("kernel", None)
+            sample["memory"] = taken
+        return sample
+
+
+def start_fleet(model, clients, config, pinning, logs, tag):
+    """One server (port 0), or for a cluster model a redis-server and K
+    servers on one free port, each pinned like a server (--cluster-cpus all:
+    free to run on every CPU). Returns the Fleet; raises RunError, having
+    stopped what it started."""
+    fleet = Fleet()
+    if not model.cluster:
+        process, port, argv = start_server(
+            model, clients, config, pinning["server"],
+            os.path.join(logs, f"{tag}-server.log"))
+        fleet.servers, fleet.port, fleet.argv = [process], port, argv
+        fleet.logs = [os.path.join(logs, f"{tag}-server.log")]
+        return fleet
+    cpus = None if config.cluster_cpus == "all" else pinning["server"]
+    try:
+        fleet.redis = cluster.Redis(config.redis_server,
+                                    os.path.join(logs, f"{tag}-redis.log"),
+                                    preexec_fn=_child_setup(cpus)).start()
+        fleet.port = cluster.free_port()
+        for i in range(model.cluster):
+            log = os.path.join(logs, f"{tag}-server" +
+                               (f"{i + 1}" if i else "") + ".log")
+            process, port, argv = start_server(
+                model, clients, config, cpus, log, fleet.port,
+                fleet.redis.url)
+            fleet.servers.append(process)
+            fleet.logs.append(log)
+            fleet.argv = argv
+            if port != fleet.port:
+                raise RunError(f"server {i + 1} said port {port}, not "
+                               f"{fleet.port}")
+        # A model that takes --redis but does not join the room through it
+        # would serve a room of its own: its clients would miss lines.
+        deadline = time.monotonic() + 5
+        entered = 0
+        while time.monotonic() < deadline:
+            entered = fleet.redis.servers_in_room()
+            if entered >= model.cluster:
+                break
+            time.sleep(0.05)
+        if entered < model.cluster:
+            raise RunError(f"only {entered} of {model.cluster} "
+                           f"chat-{model.base} servers entered the room "
+                           f"through Redis within 5 s (does chat-"
+                           f"{model.base} support --redis yet?)")
+        return fleet
+    except (RunError, cluster.RedisError, OSError) as error:
+        stop_fleet(fleet)
+        if isinstance(error, RunError):
+            raise
+        raise RunError(f"cluster: {error}")
+
+
+def stop_fleet(fleet, record=None):
+    """SIGTERM to every server's group at once, SIGKILL to what is left
+    after SERVER_STOP_TIMEOUT; then Redis. Records how each server ended."""
+    exited = {i: status for i, status in fleet.exited()}
+    if len(fleet.servers) == 1:
+        status, took = kill_group(fleet.servers[0], SERVER_STOP_TIMEOUT)
+        statuses, took = [status], [took]
+    else:
+        # All at once: stopped one by one, each stop would make its users
+        # depart to the servers still running (N^2/4 deliveries at 10,000).
+        statuses, took = kill_groups(fleet.servers, SERVER_STOP_TIMEOUT)
+    ends = []
+    for i in range(len(fleet.servers)):
+        ends.append({"status": statuses[i], "seconds": round(took[i], 3),
+                     "waited_s": SERVER_STOP_TIMEOUT,
+                     "exited_during_run": i in exited})
+    if fleet.redis is not None:
+        fleet.redis.stop()
+    if record is not None and ends:
+        record["server_exit"] = ends[0]
+        if len(ends) > 1:
+            record["servers_exit"] = ends
+    return ends
 
 
 # ---------------------------------------------------------------------------
@@ -672,19 +850,28 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
         "load_average_before": open("/proc/loadavg").read().split()[:3],
         "samples": {}, "load": None, "min_fanouts": config.min_fanouts,
     }
-    server = load = None
+    if model.cluster:
+        record["cluster"] = {"model": model.base, "servers": model.cluster,
+                             "cpus": config.cluster_cpus}
+    fleet = load = None
     counting = {"counter": None}  # the system-call counter, once attached
     progress.start(model.name, clients, repeat, config.repeats)
     try:
-        server, port, argv = start_server(
-            model, clients, config, pinning["server"],
-            os.path.join(logs, f"{tag}-server.log"))
+        fleet = start_fleet(model, clients, config, pinning, logs, tag)
+        port = fleet.port
         record["server_argv"] = [os.path.basename(a) if i == 0 else a
-                                 for i, a in enumerate(argv)]
+                                 for i, a in enumerate(fleet.argv)]
+        if fleet.redis is not None:
+            record["cluster"]["redis_port"] = fleet.redis.port
         time.sleep(config.settle)
         record["samples"]["idle"] = {
-            "memory": procstat.memory_sample(server.pid),
-            "cpu": procstat.cpu_sample(server.pid), "t": time.monotonic()}
+            "memory": fleet.memory(), "cpu": fleet.cpu(),
+            "cores": procstat.system_cpu_times(), "t": time.monotonic()}
+        if fleet.redis is not None:
+            record["samples"]["idle"]["redis"] = fleet.redis_sample(
+                memory=True)
+            record["samples"]["idle"]["sockets"] = [
+                procstat.socket_count(pid) for pid in fleet.roots]
 
         rate = latency_rate(clients, config)
         timeout = connect_timeout(clients, config)
@@ -706,7 +893,7 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
                 load_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, start_new_session=True,
                 preexec_fn=_child_setup(pinning["load"]))
-        record["load"] = drive_load(load, server, config, timeout, record,
+        record["load"] = drive_load(load, fleet, config, timeout, record,
                                     progress, counting)
         if record["load"] is None:
             raise RunError(f"chat-load ended without a result (status "
@@ -736,21 +923,21 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
     finally:
         if counting["counter"] is not None:
             counting["counter"].close()
-        if server is not None:
-            progress.phase("stopping server")
-            exited = server.poll()
-            status, took = kill_group(server, SERVER_STOP_TIMEOUT)
-            record["server_exit"] = {"status": status,
-                                     "seconds": round(took, 3),
-                                     "waited_s": SERVER_STOP_TIMEOUT,
-                                     "exited_during_run": exited is not None}
-            if exited is not None:
+        if fleet is not None:
+            progress.phase("stopping server" +
+                           ("s and Redis" if fleet.redis else ""))
+            gone = fleet.exited()
+            stop_fleet(fleet, record)
+            if gone:
                 record["status"] = "failed"
+                index, exited = gone[0]
                 how = (f"killed by signal {-exited}" if exited < 0
                        else f"exit status {exited}")
-                tail = _tail(os.path.join(logs, tag + "-server.log"))
+                tail = _tail(fleet.logs[index])
+                which = (f"server {index + 1} of {len(fleet.servers)}"
+                         if len(fleet.servers) > 1 else "server")
                 record["error"] = (
-                    f"server exited during the run ({how})"
+                    f"{which} exited during the run ({how})"
                     + (f", its last words: {tail}" if tail else "")
                     + (f"; then {record['error']}" if record["error"] else ""))
         if load is not None:
@@ -764,7 +951,10 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
                 pass
             kill_group(load, 0)
         record["load_average_after"] = open("/proc/loadavg").read().split()[:3]
-        said = condense_log(os.path.join(logs, f"{tag}-server.log"))
+        said = []
+        for path in (fleet.logs if fleet is not None else
+                     [os.path.join(logs, f"{tag}-server.log")]):
+            said += condense_log(path)
         if record["status"] != "ok" and said and record["error"]:
             record["error"] += "; the server's log: " + " | ".join(
                 dict.fromkeys(said[:3]))
@@ -772,12 +962,14 @@ def run_one(model, clients, repeat, config, pinning, out_dir, progress):
     return record
 
 
-def drive_load(load, server, config, connect_deadline_s, record, progress,
+def drive_load(load, fleet, config, connect_deadline_s, record, progress,
                counting):
     """Reads chat-load's control lines: shows its progress, samples the
-    server at each mark, answers "go". Returns chat-load's JSON result.
+    servers at each mark, answers "go". Returns chat-load's JSON result.
     Once the clients are connected and memory is read, it attaches the
-    system-call counter (counting["counter"]) to the server's tree."""
+    system-call counter (counting["counter"]) to the servers' trees. At
+    each mark it also reads where the machine's CPUs went (/proc/stat,
+    chat-load's and the sweep's own CPU) and, in a cluster, Redis."""
     fd = load.stdout.fileno()
     pending = b""
     phase = detail = "connect"
@@ -789,7 +981,7 @@ def drive_load(load, server, config, connect_deadline_s, record, progress,
         if now > deadline:
             raise RunError(f"deadline: no progress from chat-load during "
                            f"{phase} (sweep watchdog)")
-        if server.poll() is not None and phase != "done":
+        if fleet.poll() is not None and phase != "done":
             # chat-load notices too and reports; give it a moment.
             deadline = min(deadline, now + 10)
         ready, _, _ = select.select([fd], [], [], 0.5)
@@ -816,15 +1008,18 @@ def drive_load(load, server, config, connect_deadline_s, record, progress,
                     # server may give back what the storm used; chat-evented
                     # does after a second of quiet).
                     progress.phase("measuring memory", force=True)
-                    sample["memory_after_storm"] = \
-                        procstat.memory_sample(server.pid)
+                    sample["memory_after_storm"] = fleet.memory()
                     time.sleep(IDLE_SETTLE_S)
-                    sample["memory"] = procstat.memory_sample(server.pid)
+                    sample["memory"] = fleet.memory()
+                    if fleet.redis is not None:
+                        sample["sockets"] = [procstat.socket_count(pid)
+                                             for pid in fleet.roots]
                     if config.syscalls:
                         # After memory: the counters cost kernel memory.
                         progress.phase("attaching system-call counters",
                                        force=True)
-                        counter = procstat.SyscallCounter().attach(server.pid)
+                        counter = procstat.SyscallCounter().attach(
+                            fleet.roots)
                         counting["counter"] = counter
                         record["syscall_counting"] = {
                             "method": counter.method, "error": counter.error,
@@ -832,9 +1027,21 @@ def drive_load(load, server, config, connect_deadline_s, record, progress,
                             "counters": len(counter.fds),
                             "by_call": counter.method == "perf" and
                             len(counter.fds) > counter.tasks}
-                sample["cpu"] = procstat.cpu_sample(server.pid)
+                sample["cpu"] = fleet.cpu()
+                if len(fleet.servers) > 1:
+                    sample["per_server_cpu_ns"] = [
+                        procstat.cpu_sample(pid)["cpu_ns"]
+                        for pid in fleet.roots]
                 if counting["counter"] is not None:
-                    sample["syscalls"] = counting["counter"].read(server.pid)
+                    sample["syscalls"] = counting["counter"].read(
+                        fleet.roots)
+                if fleet.redis is not None:
+                    sample["redis"] = fleet.redis_sample(
+                        memory=name == "connected")
+                sample["cores"] = procstat.system_cpu_times()
+                sample["load_cpu"] = procstat.cpu_sample(load.pid)
+                sample["sweep_cpu"] = procstat.cpu_sample(os.getpid(),
+                                                          tree=False)
                 record["samples"][name] = sample
                 load.stdin.write(b"go\n")
                 load.stdin.flush()
@@ -886,6 +1093,23 @@ def parse_arguments():
     parser.add_argument("--min-fanouts", type=int, default=report.MIN_FANOUTS,
                         help="throughput: messages a window must hold "
                              "(default %(default)s)")
+    parser.add_argument("--cluster", metavar="K[,K...]",
+                        help="also run each C model as a cluster: K servers "
+                             "on one port (--reuse-port) sharing one room "
+                             "through a redis-server of each run's own "
+                             "(model NAME-xK), beside the one server")
+    parser.add_argument("--cluster-only", action="store_true",
+                        help="with --cluster: only the clusters (to --append "
+                             "them to a sweep of the same models)")
+    parser.add_argument("--cluster-cpus", choices=("server", "all"),
+                        default="server",
+                        help="where a cluster's servers and Redis run: "
+                             "'server' (default), all on the one server's "
+                             "CPU, the same budget as one server; 'all', on "
+                             "every CPU, shared with chat-load")
+    parser.add_argument("--redis-server", default=None,
+                        help="the redis-server binary for --cluster "
+                             "(default: redis-server on PATH)")
     parser.add_argument("--no-syscalls", dest="syscalls",
                         action="store_false",
                         help="do not count system calls (perf counters cost a "
@@ -954,6 +1178,15 @@ def parse_arguments():
         # Full mode: 1,620 s at 10,000, what chat-forking needs to
         # register 10,000 on one CPU (about 15 minutes here).
         config.connect_per_client = 0.03 if config.mode == "quick" else 0.15
+    try:
+        config.cluster = sorted({int(k) for k in config.cluster.split(",")}) \
+            if config.cluster else []
+    except ValueError:
+        parser.error(f"--cluster wants K or K,K...: {config.cluster!r}")
+    if any(k < 1 or k > 16 for k in config.cluster):
+        parser.error("--cluster: 1 to 16 servers")
+    if config.cluster_only and not config.cluster:
+        parser.error("--cluster-only needs --cluster K")
     config.settle = 0.3
     config.build_dir = os.path.abspath(config.build_dir)
     config.chat_load = os.path.join(config.build_dir, "bin", "chat-load")
@@ -1042,6 +1275,27 @@ def main():
                         {m.name for m in models}]
     if not models:
         sys.exit("sweep: no server model to run")
+    # Each group runs side by side at each N and repeat: a model, then its
+    # clusters, so that both meet the same machine (and its other work).
+    groups = []
+    for model in models:
+        variants = cluster_models(model, config.cluster)
+        if config.cluster and not variants:
+            print(f"sweep: {model.name} is not a C server of the build "
+                  f"tree: no cluster of it", file=sys.stderr)
+        group = ([] if config.cluster_only else [model]) + variants
+        if group:
+            groups.append(group)
+    models = [m for group in groups for m in group]
+    if not models:
+        sys.exit("sweep: no server model to run")
+    if config.cluster:
+        config.redis_server = (config.redis_server or
+                               cluster.find_redis_server())
+        if not config.redis_server or not os.access(config.redis_server,
+                                                    os.X_OK):
+            sys.exit("sweep: --cluster needs redis-server (apt-get install "
+                     "redis-server; or --redis-server PATH)")
 
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
     out_dir = config.out or os.path.join(
@@ -1068,6 +1322,16 @@ def main():
                   f"{config.repeats} -> {os.path.relpath(out_dir)}")
     progress.note(f"  {pinning['note']}; load average "
                   f"{' '.join(machine['load_average'])}")
+    if config.cluster:
+        machine["cluster_placement"] = (
+            "a cluster's servers and its redis-server run on every CPU, "
+            "shared with chat-load" if config.cluster_cpus == "all" or
+            not pinning["server"] else
+            "a cluster's servers and its redis-server share the one "
+            "server's CPU" + (f" (CPU {min(pinning['server'])})"))
+        machine["redis"] = _first_line([config.redis_server, "--version"])
+        progress.note(f"  clusters: {machine['cluster_placement']}; "
+                      f"{machine['redis']}")
     for note in limit_notes:
         progress.note("  limits: " + note)
     if config.calibrate:
@@ -1078,8 +1342,11 @@ def main():
         "config": {k: v for k, v in vars(config).items()
                    if isinstance(v, (int, float, str, list, bool))
                    and k not in ("build_dir", "chat_load", "out")},
-        "models": [{"name": m.name, "source": m.source,
-                    "heap_policy": heap_policy(m)} for m in models],
+        "models": [dict({"name": m.name, "source": m.source,
+                         "heap_policy": heap_policy(m)},
+                        **({"cluster": {"model": m.base,
+                                        "servers": m.cluster}}
+                           if m.cluster else {})) for m in models],
         "runs": [], "interrupted": False,
     }
     results["config"]["latency_rates"] = {
@@ -1093,40 +1360,48 @@ def main():
 
     started = time.monotonic()
     try:
-        for model in models:
-            failed_at = None
+        for group in groups:
+            failed_at = {m.name: None for m in group}
             for clients in config.clients:
-                if failed_at is not None and not config.keep_going:
-                    for repeat in range(config.repeats):
-                        progress.index += 1
-                        results["runs"].append({
-                            "model": model.name, "clients": clients,
-                            "repeat": repeat + 1, "status": "skipped",
-                            "error": f"skipped: every run failed at "
-                                     f"N={failed_at}"})
-                    progress.note(f"{'':>{2 * len(str(total)) + 3}} "
-                                  f"{model.name:<9} N={clients:<6} skipped "
-                                  f"(failed at N={failed_at})")
-                    continue
-                outcomes = []
+                outcomes = {m.name: [] for m in group}
+                last_error = {m.name: "" for m in group}
                 for repeat in range(config.repeats):
-                    if outcomes and "deadline" in (results["runs"][-1]
-                                                   .get("error") or ""):
-                        # Another run would take as long and fail the same.
-                        progress.index += 1
-                        results["runs"].append({
-                            "model": model.name, "clients": clients,
-                            "repeat": repeat + 1, "status": "skipped",
-                            "error": "skipped: the run before hit a "
-                                     "deadline"})
-                        continue
-                    run = run_one(model, clients, repeat, config, pinning,
-                                  out_dir, progress)
-                    results["runs"].append(run)
-                    outcomes.append(run["status"])
-                    save()
-                if all(s != "ok" for s in outcomes):
-                    failed_at = clients
+                    for model in group:
+                        if failed_at[model.name] is not None and \
+                                not config.keep_going:
+                            progress.index += 1
+                            results["runs"].append({
+                                "model": model.name, "clients": clients,
+                                "repeat": repeat + 1, "status": "skipped",
+                                "error": f"skipped: every run failed at "
+                                         f"N={failed_at[model.name]}"})
+                            if repeat == 0:
+                                progress.note(
+                                    f"{'':>{2 * len(str(total)) + 3}} "
+                                    f"{model.name:<9} N={clients:<6} skipped "
+                                    f"(failed at N={failed_at[model.name]})")
+                            continue
+                        if outcomes[model.name] and \
+                                "deadline" in last_error[model.name]:
+                            # Another run would take as long and fail the
+                            # same way.
+                            progress.index += 1
+                            results["runs"].append({
+                                "model": model.name, "clients": clients,
+                                "repeat": repeat + 1, "status": "skipped",
+                                "error": "skipped: the run before hit a "
+                                         "deadline"})
+                            continue
+                        run = run_one(model, clients, repeat, config, pinning,
+                                      out_dir, progress)
+                        results["runs"].append(run)
+                        outcomes[model.name].append(run["status"])
+                        last_error[model.name] = run.get("error") or ""
+                        save()
+                for model in group:
+                    if outcomes[model.name] and \
+                            all(s != "ok" for s in outcomes[model.name]):
+                        failed_at[model.name] = clients
     except KeyboardInterrupt:
         results["interrupted"] = True
         progress.note("sweep: interrupted; writing what was measured")

@@ -10,9 +10,16 @@ such a window is ever given a rate again, and check the chart rules of
 issue 15 (no exponents or SI prefixes on times, coinciding lines noted,
 missing points explained).
 
+A second fixture, a quick sweep with a cluster (runs-cluster-2026-12-03.json:
+one chat-evented and two sharing a room through Redis, at N = 1,000), checks
+the cluster's figures: Redis's CPU added to the servers', the commands to
+Redis per room line, where the cores' time went, a stalled cluster window
+given no rate, and issue 14's goals with their verdicts.
+
     python3 bench/test_report.py
 """
 
+import copy
 import csv
 import json
 import os
@@ -23,6 +30,7 @@ import unittest
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
+import cluster  # noqa: E402
 import report  # noqa: E402
 
 REFERENCE = os.path.join(BENCH, "testdata", "runs-2026-11-26.json")
@@ -195,6 +203,207 @@ class Charts(unittest.TestCase):
         styles = report.model_styles(models)
         self.assertEqual(len({styles[m] for m in models}), len(models))
         self.assertEqual(len({styles[m][1] for m in models}), len(models))
+
+
+CLUSTER = os.path.join(BENCH, "testdata", "runs-cluster-2026-12-03.json")
+
+
+def load_cluster():
+    """A quick sweep at N = 1,000: one chat-evented, then two chat-evented
+    on one port sharing a room through Redis (evented-x2), on a 2-CPU
+    machine that other work was using (sweep --cluster 2)."""
+    with open(CLUSTER) as f:
+        return json.load(f)
+
+
+class ClusterRun(unittest.TestCase):
+    """The cluster's figures (issue 14): Redis beside the servers, the
+    commands per room line, where the cores' time went, and the goals."""
+
+    def setUp(self):
+        self.results = load_cluster()
+        report.derive_all(self.results)
+        (self.one,) = find_run(self.results, "evented", 1000)
+        (self.two,) = find_run(self.results, "evented-x2", 1000)
+
+    def test_one_server_is_its_own_total(self):
+        f = self.one["figures"]
+        self.assertEqual(f["servers"], 1)
+        self.assertEqual(f["total_cpu_us_per_delivery"],
+                         f["cpu_us_per_delivery"])
+        for key in ("redis_cpu_us_per_line", "evalsha_per_line",
+                    "clients_per_server"):
+            self.assertNotIn(key, f)
+
+    def test_cluster_adds_redis_to_its_servers(self):
+        f = self.two["figures"]
+        self.assertEqual(f["servers"], 2)
+        self.assertAlmostEqual(f["total_cpu_us_per_delivery"],
+                               f["cpu_us_per_delivery"] +
+                               f["redis_cpu_us_per_delivery"])
+        # Per room line: a line is delivered to all N clients.
+        self.assertAlmostEqual(f["redis_cpu_us_per_line"],
+                               f["redis_cpu_us_per_delivery"] * 1000)
+        spread = [int(c.replace(",", ""))
+                  for c in f["clients_per_server"].split("/")]
+        self.assertEqual(len(spread), 2)
+        self.assertEqual(sum(spread), 1000)
+        self.assertAlmostEqual(f["clients_max_over_mean"],
+                               max(spread) / 500)
+
+    def test_round_trips_per_room_line(self):
+        f = self.two["figures"]
+        # One script per line said (and a heartbeat now and then); the
+        # XREADs carry batches in the closed loop, about one per line and
+        # server in the open loop.
+        self.assertGreater(f["evalsha_per_line"], 0.9)
+        self.assertLess(f["evalsha_per_line"], 1.2)
+        self.assertGreater(f["xread_per_line"], 0)
+        self.assertLessEqual(f["xread_per_line"], 2.0)
+        self.assertGreater(f["open_loop_xread_per_line"],
+                           f["xread_per_line"])
+        self.assertAlmostEqual(f["connect_evalsha_per_arrival"], 1.004)
+
+    def test_where_the_cores_went_adds_up(self):
+        for run in (self.one, self.two):
+            cores = run["figures"]["cores"]
+            self.assertEqual(len(cores["by_cpu"]), 2)
+            for share in cores["by_cpu"].values():
+                self.assertGreaterEqual(share, 0)
+                self.assertLessEqual(share, 1)
+            self.assertAlmostEqual(cores["busy"] + cores["idle"], 2)
+            self.assertAlmostEqual(
+                cores["servers"] + cores["redis"] + cores["loadgen"] +
+                cores["sweep"] + cores["other"], cores["busy"], places=6)
+        self.assertEqual(self.one["figures"]["cores"]["redis"], 0)
+        self.assertGreater(self.two["figures"]["cores"]["redis"], 0)
+        # Other work took most of a CPU in the one server's window.
+        self.assertGreater(self.one["figures"]["cores_other"], 0.5)
+
+    def test_a_stalled_cluster_window_gives_no_rate(self):
+        run = copy.deepcopy(self.two)
+        run["load"]["throughput"]["messages"] = 3
+        f = report.derive(run)
+        self.assertIn("throughput_stalled", f)
+        for key in ("total_cpu_us_per_delivery", "redis_cpu_us_per_line",
+                    "evalsha_per_line", "xread_per_line", "cores_busy",
+                    "redis_cpu_us_per_delivery"):
+            self.assertNotIn(key, f)
+        # The open loop is its own window: still measured.
+        self.assertIn("open_loop_xread_per_line", f)
+
+    def test_goals(self):
+        summary = report.median_figures(self.results["runs"])
+        clusters = report.cluster_models(self.results)
+        self.assertEqual(clusters, {"evented-x2": {"model": "evented",
+                                                   "servers": 2}})
+        rows = report.cluster_goal_rows(clusters, [1000], summary)
+        at_1000 = [r for r in rows if "N = 1,000" in r[0] and
+                   "closed loop" in r[0]][0]
+        ratio = (summary[("evented-x2", 1000)]["total_cpu_us_per_delivery"]
+                 / summary[("evented", 1000)]["total_cpu_us_per_delivery"])
+        self.assertIn(f"{ratio:.2f} ×", at_1000[1])
+        self.assertEqual(at_1000[2], "met" if ratio <= 1.3 else "NOT MET")
+        at_10000 = [r for r in rows if "every client connected" in r[0]][0]
+        self.assertEqual(at_10000[1:], ("not run", "not measured"))
+
+    def test_goal_verdicts(self):
+        clusters = {"evented-x2": {"model": "evented", "servers": 2}}
+
+        def verdicts(mine, theirs, extra=None):
+            """closed loop at 1,000, open loop at 1,000, every line at
+            10,000."""
+            summary = {("evented", 1000): theirs,
+                       ("evented-x2", 1000): mine}
+            summary.update(extra or {})
+            rows = report.cluster_goal_rows(clusters, [1000, 10000],
+                                            summary)
+            pick = ("1,000: CPU per delivery, servers + Redis, ≤ 1.3 × one "
+                    "chat-evented's (closed loop)",
+                    "1,000: CPU per delivery, servers + Redis, ≤ 1.3 × one "
+                    "chat-evented's (open loop)",
+                    "every client connected")
+            return [[r[2] for r in rows if p in r[0]][0] for p in pick]
+
+        one = {"total_cpu_us_per_delivery": 0.2,
+               "open_loop_total_cpu_us_per_delivery": 4.0}
+        self.assertEqual(verdicts({"total_cpu_us_per_delivery": 0.26},
+                                  one)[:2], ["met", "not measured"])
+        self.assertEqual(verdicts({"total_cpu_us_per_delivery": 0.262,
+                                   "open_loop_total_cpu_us_per_delivery":
+                                   5.0}, one)[:2], ["NOT MET", "met"])
+        stalled = report.cluster_goal_rows(
+            clusters, [1000], {("evented", 1000): one,
+                               ("evented-x2", 1000):
+                               {"throughput_stalled_runs": 3}})
+        self.assertEqual(stalled[0][1:], ("stalled: no rate",
+                                          "not measured"))
+        behind = report.cluster_goal_rows(
+            clusters, [1000], {("evented", 1000): one,
+                               ("evented-x2", 1000):
+                               {"open_loop_behind_runs": 1}})
+        self.assertEqual(behind[1][1:], ("behind its schedule: no cost "
+                                         "given", "not measured"))
+        full = {("evented-x2", 10000): {"runs": 3, "passed": 3,
+                                        "clients_per_server":
+                                        "5,012/4,988"}}
+        self.assertEqual(verdicts({}, one, full)[2], "met")
+        full[("evented-x2", 10000)]["passed"] = 2
+        self.assertEqual(verdicts({}, one, full)[2], "NOT MET")
+
+    def test_report_has_the_cluster_beside_one_server(self):
+        folder = tempfile.mkdtemp(prefix="bench-cluster-test-")
+        try:
+            shutil.copy(CLUSTER, os.path.join(folder, "runs.json"))
+            with open(report.build(folder)) as f:
+                text = f.read()
+            self.assertIn("## Clusters: K servers and Redis beside one "
+                          "server", text)
+            self.assertIn("| 2 × chat-evented + Redis | 1,000 | 1/1 | "
+                          "514/486 |", text)
+            c10k = text.split("## The C10K table")[1].split("##")[0]
+            self.assertNotIn("evented-x2", c10k)
+            targets = text.split("## Targets")[1].split("## Charts")[0]
+            self.assertIn("evented-x2 (2 × chat-evented + Redis), N = "
+                          "1,000", targets)
+            self.assertIn("Other work on the machine", text)
+            with open(os.path.join(folder, "runs.csv"), newline="") as f:
+                rows = {r["model"]: r for r in csv.DictReader(f)}
+            self.assertEqual(rows["evented"]["evalsha_per_line"], "")
+            self.assertGreater(float(rows["evented-x2"]["evalsha_per_line"]),
+                               0.9)
+            self.assertEqual(rows["evented-x2"]["clients_per_server"],
+                             "514/486")
+        finally:
+            shutil.rmtree(folder)
+
+
+class RedisStats(unittest.TestCase):
+    INFO = ("# Commandstats\r\n"
+            "cmdstat_evalsha:calls=1005,usec=20100,usec_per_call=20.00,"
+            "rejected_calls=0,failed_calls=0\r\n"
+            "cmdstat_xread:calls=40,usec=400,usec_per_call=10.00,"
+            "rejected_calls=0,failed_calls=0\r\n"
+            "cmdstat_xadd:calls=1000,usec=3000,usec_per_call=3.00,"
+            "rejected_calls=0,failed_calls=0\r\n"
+            "cmdstat_script|load:calls=7,usec=70,usec_per_call=10.00,"
+            "rejected_calls=0,failed_calls=0\r\n")
+
+    def test_commandstats_are_parsed(self):
+        stats = cluster.commandstats(self.INFO)
+        self.assertEqual(stats["evalsha"], {"calls": 1005, "usec": 20100})
+        self.assertEqual(stats["script|load"]["calls"], 7)
+
+    def test_round_trips_count_what_the_servers_sent(self):
+        before = {"evalsha": {"calls": 5, "usec": 100},
+                  "xread": {"calls": 10, "usec": 100}}
+        calls = cluster.round_trips(before, cluster.commandstats(self.INFO))
+        self.assertEqual(calls["evalsha"], 1000)
+        self.assertEqual(calls["xread"], 30)
+        # XADD runs inside the scripts: counted by Redis, not a round trip.
+        self.assertEqual(calls["round_trips"], 1000 + 30 + 7)
+        self.assertEqual(calls["usec"], 20100 + 400 + 3000 + 70 - 200)
+        self.assertIsNone(cluster.round_trips(None, before))
 
 
 if __name__ == "__main__":
