@@ -25,6 +25,19 @@
  * bug 21422); a signal per child would cost each writer one kill() per
  * child.
  *
+ * One room across servers (--redis, docs/PROTOCOL.md section 7): the
+ * parent owns the link to Redis (common/os/redis_room.h, over its own
+ * poll(): redis_poll.h), and no child ever opens a connection. A child
+ * hands the parent its requests (claim a name, say a line, release the
+ * name) as messages on one SOCK_SEQPACKET socket pair that every child
+ * shares; the parent says them to Redis, and publishes what Redis gives
+ * back (every server's arrivals, messages and departures, in the one order
+ * of the room) to the ring, where the children read it as before: a line
+ * crosses Redis once per server. The parent is then the room's only
+ * writer; it answers a child (its name granted or taken, a line refused,
+ * the room lost) through the child's mailbox in the shared mapping, woken
+ * by the same wave as the room's lines (README.md: the cluster).
+ *
  * A client is dropped for its backlog only when its own process has had
  * the chance to write: what its socket refused, plus what the room
  * published since, beyond --max-backlog. The ring holds --max-backlog and
@@ -52,6 +65,7 @@
  * the model buys: each session reads as straight-line code, and a crash
  * takes one connection with it. */
 #include "byte_buffer.h"
+#include "cluster.h"
 #include "os/clock.h"
 #include "os/heap.h"
 #include "line_framer.h"
@@ -60,6 +74,8 @@
 #include "options.h"
 #include "os/policy.h"
 #include "protocol.h"
+#include "os/redis_room.h"
+#include "redis_poll.h"
 #include "os/refuse.h"
 #include "room.h"
 #include "session.h"
@@ -79,6 +95,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -99,6 +116,14 @@
  * holder may be stopped, and the parent must go on serving signals. */
 #define RELEASE_LOCK_MILLISECONDS 10
 #define RELEASE_RETRY_MILLISECONDS 50
+/* With --redis: the longest piece of a request a child sends the parent in
+ * one message (a longer line goes in pieces), how many requests the parent
+ * reads at a time, and the send buffer of the children's end of the pair
+ * (the kernel caps it at net.core.wmem_max): how much may wait for the
+ * parent before a child's send waits. */
+#define REQUEST_PIECE_BYTES (32 * 1024)
+#define REQUEST_BATCH 256
+#define REQUEST_BUFFER_BYTES (4 << 20)
 
 enum client_state {
   CLIENT_OPEN,    /* reading and writing */
@@ -125,7 +150,14 @@ struct client {
   enum client_state state;
   enum departure_cause cause;     /* why it was dropped */
   bool watching_output;           /* epoll reports when the socket takes more */
+  bool watching_input;            /* epoll reports input (not while joining) */
+  bool in_wave;                   /* woken by the room's waves */
   char name[CHAT_NAME_MAX_BYTES]; /* the session's name, in our own memory */
+  /* With --redis. */
+  uint64_t serial;           /* this connection's number, in its requests */
+  bool joining;              /* its name waits for the parent's answer */
+  unsigned char name_length; /* of the name it claimed */
+  struct byte_buffer held;   /* input after the name, until the answer */
 };
 
 /* A child, as the parent knows it. */
@@ -134,6 +166,30 @@ struct child {
   unsigned slot;
   bool ended; /* reaped; its user has yet to depart (the lock was busy) */
   struct peer_address peer;
+};
+
+/* With --redis: what a child asks the parent, one message on the pair
+ * (followed by the name or the line), and a child's slot as the parent
+ * knows it. */
+enum request_kind {
+  REQUEST_CLAIM, /* the name that follows */
+  REQUEST_SAY,   /* the line that follows (more: the next piece follows) */
+  REQUEST_LEAVE, /* the name it holds */
+};
+struct request {
+  uint8_t kind;
+  uint8_t more; /* a piece of a line, and not its last one */
+  uint16_t unused;
+  uint32_t slot;
+  uint64_t serial; /* of the connection: a request of an ended one is
+                      dropped, its slot may have a new child */
+};
+struct seat {
+  uint64_t serial;           /* the connection in this slot; 0: none */
+  uint64_t arrival;          /* where its arrival begins in the ring */
+  struct byte_buffer pieces; /* the pieces of a long line so far */
+  unsigned char name_length; /* the name it holds in the room, or 0 */
+  char name[CHAT_NAME_MAX_BYTES];
 };
 
 static struct server {
@@ -154,6 +210,18 @@ static struct server {
   bool accept_paused; /* the listener is left alone until accept_retry_at */
   bool accept_logged; /* "accept paused" was logged, "resumed" not yet */
   bool shutting_down;
+  /* With --redis: the link, watched by the parent's poll(); the children's
+   * requests ([0] the parent reads, [1] every child writes); a seat per
+   * slot; the room's changes Redis gave back, to publish under the lock. */
+  struct redis_room *redis;
+  struct redis_poll redis_poll;
+  long long next_tick; /* redis_room_tick, milliseconds */
+  int requests[2];
+  char *request;      /* one request, as read */
+  struct seat *seats; /* by slot */
+  uint64_t serials;   /* connections accepted */
+  struct byte_buffer changes;
+  size_t ring_bytes; /* the ring's capacity */
 } server;
 
 /* The story (main, accept, serve, depart, shut down) comes first; what it
@@ -164,7 +232,7 @@ static int open_signals(void);
 static void free_everything(void);
 static unsigned take_slot(void);
 static void run_child(int fd, const struct peer_address *peer, unsigned slot,
-                      long long accepted_at);
+                      long long accepted_at, uint64_t serial);
 static void drop_client(struct client *client, enum departure_cause cause);
 static bool on_frame(void *context, const struct frame *frame);
 static void append_output(struct client *client, const char *bytes,
@@ -183,6 +251,14 @@ static void remove_child(struct child *child);
 static struct child *find_child(pid_t pid);
 static void queue_output(struct client *client, const char *bytes,
                          size_t length);
+static void take_input(struct client *client, const char *bytes, size_t length);
+static bool enter_wave(struct client *client);
+static void hear_parent(struct client *client);
+static bool open_redis_room(void);
+static void seat_child(unsigned slot, uint64_t serial);
+static void release_seat(const struct child *child);
+static bool read_requests(void);
+static void serve_cluster(const struct pollfd *fds, size_t count);
 
 /* ---- main ------------------------------------------------------------ */
 
@@ -190,6 +266,7 @@ int main(int argc, char *argv[]) {
   unsigned port;
   int status;
   server.lifeline[0] = server.lifeline[1] = -1;
+  server.requests[0] = server.requests[1] = -1;
   server.listener = startup_listen(&server.options, argc, argv, &port, &status);
   if (server.listener < 0)
     return status;
@@ -202,9 +279,15 @@ int main(int argc, char *argv[]) {
    * run yet has that much slack. */
   size_t backlog = server.options.max_backlog;
   size_t slack = backlog > RING_SLACK_BYTES ? backlog : RING_SLACK_BYTES;
+  size_t ring = backlog + slack + server.session.scratch_size;
+  server.ring_bytes = ring;
+  /* With --redis the room holds every server's users. */
   server.shared =
-      shared_room_create(server.options.max_clients,
-                         backlog + slack + server.session.scratch_size);
+      server.options.redis_url
+          ? shared_room_create_cluster(
+                server.options.max_clients,
+                cluster_room_capacity(server.options.max_clients), ring)
+          : shared_room_create(server.options.max_clients, ring);
   server.children = calloc(server.options.max_clients, sizeof(struct child));
   server.free_slots = calloc(server.options.max_clients, sizeof(unsigned));
   server.signals = open_signals();
@@ -224,6 +307,10 @@ int main(int argc, char *argv[]) {
                                                                : NULL;
   if (failed) {
     fprintf(stderr, "chat-forking: %s: %s\n", failed, strerror(errno));
+    free_everything();
+    return 1;
+  }
+  if (server.options.redis_url && !open_redis_room()) {
     free_everything();
     return 1;
   }
@@ -254,6 +341,9 @@ static void pause_accepting(const char *why) {
 static void on_accept(int fd, const struct peer_address *peer) {
   long long accepted_at = now_milliseconds();
   unsigned slot = take_slot();
+  uint64_t serial = ++server.serials;
+  if (server.redis)
+    seat_child(slot, serial);
   pid_t pid = fork();
   if (pid < 0) { /* out of processes or memory: the server is full */
     server.free_slots[server.free_count++] = slot;
@@ -262,7 +352,7 @@ static void on_accept(int fd, const struct peer_address *peer) {
     return;
   }
   if (pid == 0)
-    run_child(fd, peer, slot, accepted_at); /* does not return */
+    run_child(fd, peer, slot, accepted_at, serial); /* does not return */
   close(fd);
   server.children[server.connections++] =
       (struct child){.pid = pid, .slot = slot, .peer = *peer};
@@ -316,10 +406,23 @@ static void read_input(struct client *client) {
     client->state = CLIENT_CLOSING;
     return;
   }
-  if (line_framer_push(&client->framer, chunk, (size_t)got, on_frame, client) ==
-      FRAMER_NO_MEMORY)
+  take_input(client, chunk, (size_t)got);
+}
+
+/* Carries out every line in `bytes`. A name that waits for the room shared
+ * through Redis stops the lines there: the rest is held, and the socket is
+ * not read, until the parent answers (hear_parent). */
+static void take_input(struct client *client, const char *bytes,
+                       size_t length) {
+  enum framer_status status =
+      line_framer_push(&client->framer, bytes, length, on_frame, client);
+  if (status == FRAMER_NO_MEMORY)
     drop_client(client, DEPARTURE_ERROR); /* out of memory */
-  if (client->state == CLIENT_CLOSING)    /* it said QUIT */
+  else if (status == FRAMER_STOPPED && client->joining &&
+           !byte_buffer_append(&client->held, bytes + client->framer.consumed,
+                               length - client->framer.consumed))
+    drop_client(client, DEPARTURE_ERROR);
+  if (client->state == CLIENT_CLOSING) /* it said QUIT */
     depart(client, DEPARTURE_QUIT);
 }
 
@@ -358,7 +461,13 @@ static int wait_for_events(struct client *client, struct epoll_event *events,
                            int size) {
   int wait = -1;
   bool asleep = false;
-  if (!client->in_room) {
+  if (client->joining) {
+    /* Its name waits for the parent's answer, which comes with a wave: it
+     * follows the head only to sleep between waves. */
+    client->seen = shared_room_published(server.shared);
+    asleep = shared_room_may_sleep(server.shared, client->slot, client->seen);
+    wait = asleep ? login_wait(client) : 0;
+  } else if (!client->in_room) {
     wait = login_wait(client);
   } else if (client->cursor != client->seen && pending(client) == 0) {
     wait = 0; /* more to copy: only look at the socket */
@@ -385,17 +494,23 @@ static void serve(struct client *client) {
     pump(client);
     if (client->state != CLIENT_OPEN)
       break;
-    watch_output(client, true);
+    watch_output(client, !client->joining);
     struct epoll_event events[3];
     int ready = wait_for_events(client, events, 3);
     if (ready < 0 && errno != EINTR)
       drop_client(client, DEPARTURE_FAILED);
     if (shared_room_is_shutting_down(server.shared))
       say_goodbye(client);
+    if (server.redis)
+      hear_parent(client); /* an answer, a line refused, the room lost */
     for (int i = 0; i < ready; i++) {
-      if (events[i].data.fd == client->fd &&
+      if (events[i].data.fd != client->fd)
+        continue;
+      if (!client->joining &&
           (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         read_input(client);
+      else if (client->joining && (events[i].events & (EPOLLHUP | EPOLLERR)))
+        drop_client(client, DEPARTURE_CLOSED); /* reset: nothing to wait for */
     }
     if (!session_is_registered(&client->session) &&
         client->state == CLIENT_OPEN && login_wait(client) == 0) {
@@ -417,13 +532,19 @@ static void serve(struct client *client) {
  * checks for leaks first: what it inherited is reachable from the server's
  * globals, so only what it allocated itself can show up.) */
 static void run_child(int fd, const struct peer_address *peer, unsigned slot,
-                      long long accepted_at) {
+                      long long accepted_at, uint64_t serial) {
   (void)prctl(PR_SET_PDEATHSIG, SIGKILL); /* a valid signal: cannot fail */
   if (getppid() != server.parent)         /* it died before prctl */
     _exit(0);
   close(server.listener);
   close(server.signals);
   close(server.lifeline[0]); /* it keeps lifeline[1] until it ends */
+  if (server.redis) {
+    /* The parent's link to Redis is the parent's alone; the child keeps
+     * the end of the pair it writes its requests to. */
+    redis_poll_close_inherited(&server.redis_poll);
+    close(server.requests[0]);
+  }
   /* Ctrl-C, a hangup, or a SIGTERM to the whole process group (a service
    * manager's, say), reaches every child too: the parent answers for the
    * server. (SIGUSR1 and SIGUSR2 stay ignored, as in the parent.) */
@@ -434,7 +555,12 @@ static void run_child(int fd, const struct peer_address *peer, unsigned slot,
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
 
-  struct client client = {.fd = fd, .peer = *peer, .slot = slot, .member = -1};
+  struct client client = {.fd = fd,
+                          .peer = *peer,
+                          .slot = slot,
+                          .serial = serial,
+                          .member = -1,
+                          .watching_input = true};
   line_framer_init(&client.framer, server.options.max_line);
   if (server.options.login_timeout > 0)
     client.login_deadline = accepted_at + server.options.login_timeout * 1000LL;
@@ -450,6 +576,7 @@ static void run_child(int fd, const struct peer_address *peer, unsigned slot,
   serve(&client);
   line_framer_release(&client.framer);
   byte_buffer_release(&client.output);
+  byte_buffer_release(&client.held);
 #if defined(__SANITIZE_ADDRESS__)
   if (!shared_room_is_shutting_down(server.shared))
     __lsan_do_leak_check(); /* slow: not while the server must stop */
@@ -460,17 +587,21 @@ static void run_child(int fd, const struct peer_address *peer, unsigned slot,
 /* ---- Depart, close after the last lines ------------------------------ */
 
 static void carry_out(struct client *client, struct session_step step);
+static void leave_wave(struct client *client);
 
 /* A registered user leaves the room: everyone else is told, once. If it
  * still reads, its last lines are the room's up to its departure. */
 static void depart(struct client *client, enum departure_cause cause) {
   log_departed(&client->peer, client->session.name, client->session.name_length,
                cause);
-  if (!session_is_registered(&client->session))
-    return;         /* it leaves silently */
+  if (!session_is_registered(&client->session)) {
+    leave_wave(client); /* if its name waited for Redis */
+    return;             /* it leaves silently */
+  }
   catch_up(client); /* most of it, without the lock */
   carry_out(client, session_end(&client->session, &server.session));
   shared_room_wave_leave(server.shared, client->slot);
+  client->in_wave = false;
 }
 
 /* Says the last lines, unless the client does not take them before the
@@ -502,6 +633,10 @@ static void close_after_flush(struct client *client, long long deadline) {
  * Returns false, having done nothing, if the lock stayed busy: its holder
  * may be stopped, and the parent must not wait for it. */
 static bool release_user(const struct child *child) {
+  if (server.redis) { /* the room is Redis's: no lock */
+    release_seat(child);
+    return true;
+  }
   enum shared_room_locked locked =
       shared_room_lock_within(server.shared, RELEASE_LOCK_MILLISECONDS);
   if (locked == SHARED_ROOM_BUSY)
@@ -530,8 +665,12 @@ static bool release_user(const struct child *child) {
   return true;
 }
 
-/* Makes the users of ended children depart, while the lock can be had. */
+/* Makes the users of ended children depart, while the lock can be had.
+ * With --redis, once every request they sent before they ended is read:
+ * a user that said QUIT has released its name itself. */
 static void release_users(void) {
+  if (server.ended > 0 && server.redis && !read_requests())
+    return; /* more to read: the next turn */
   for (size_t i = 0; i < server.connections && server.ended > 0;) {
     struct child *child = &server.children[i];
     if (!child->ended) {
@@ -617,6 +756,17 @@ static void shut_down(int signal_number) {
    * stop: all of them go on now. */
   for (size_t i = 0; i < server.connections; i++)
     kill(server.children[i].pid, SIGCONT);
+  if (server.redis) {
+    /* While the children say goodbye: this server's users depart from the
+     * room at once (other servers see them go now, not after the lease).
+     * Closing the pair ends any child's wait to send a request. */
+    redis_room_close(server.redis);
+    server.redis = NULL;
+    for (int end = 0; end < 2; end++) {
+      close(server.requests[end]);
+      server.requests[end] = -1;
+    }
+  }
   long long deadline = started + SHUTDOWN_GRACE_MILLISECONDS;
   size_t goodbyes = 0;
   long long left;
@@ -725,10 +875,10 @@ static void on_registered(void *client) {
   log_registered(&registered->peer, registered->session.name,
                  registered->session.name_length);
   /* Only now do the room's waves concern it: a connection still choosing
-   * a name has no business waking for every line. */
+   * a name has no business waking for every line (with --redis it joined
+   * them while its name waited for the answer). */
   registered->in_room = true;
-  shared_room_wave_enter(server.shared, registered->slot);
-  if (!watch_wake_up(registered, shared_room_wake_fd(server.shared)))
+  if (!enter_wave(registered))
     drop_client(registered, DEPARTURE_FAILED);
 }
 
@@ -751,22 +901,166 @@ static const struct step_model forking_model = {
     .close = close_session,
 };
 
+/* With --redis the parent speaks to Redis for the room, and is the only
+ * one to change the shared room: a child asks it (ask_parent), and hears
+ * the room's answer later, as the room's lines and its mailbox
+ * (hear_parent). So no hook holds the lock but NAMES's, which reads the
+ * room; and a line is heard only when Redis gives it back, in the room's
+ * order, like everyone else's. */
+
+static bool ask_parent(struct client *client, enum request_kind kind,
+                       struct chat_text text);
+
+/* The name goes to the parent, and the child waits for the answer with the
+ * room's waves (which bring it), reading nothing more meanwhile. */
+static const char *claim_name(void *client, struct chat_text name) {
+  struct client *joining = client;
+  if (!shared_room_available(server.shared) || !enter_wave(joining) ||
+      !ask_parent(joining, REQUEST_CLAIM, name)) {
+    leave_wave(joining);
+    return STEP_ROOM_UNAVAILABLE;
+  }
+  memcpy(joining->name, name.bytes, name.length);
+  joining->name_length = (unsigned char)name.length;
+  joining->joining = true;
+  return STEP_JOIN_PENDING;
+}
+
+/* Heard when Redis gives it back, with everyone else's lines. */
+static bool say_through_parent(void *client, struct chat_text line) {
+  return shared_room_available(server.shared) &&
+         ask_parent(client, REQUEST_SAY, line);
+}
+
+/* Redis announces the departure; its last lines are the room's up to now.
+ * With Redis away the parent releases the name once it is back. */
+static void release_name(void *client, struct chat_text departure) {
+  (void)departure;
+  struct client *leaving = client;
+  catch_up(leaving);
+  leaving->in_room = false;
+  ask_parent(leaving, REQUEST_LEAVE, (struct chat_text){NULL, 0});
+}
+
+/* The one hook that holds the lock: the names, and the lines before them,
+ * as of one moment. */
+static const struct room *cluster_members(void *client) {
+  if (!shared_room_available(server.shared))
+    return NULL;
+  lock_room(client);
+  return room_members(client);
+}
+
+static void unlock_if_held(void *client) {
+  if (((struct client *)client)->holding_room)
+    unlock_room(client);
+}
+
+static const struct step_model cluster_model = {
+    .send = send_to_client,
+    .unlock = unlock_if_held,
+    .join = claim_name,
+    .leave = release_name,
+    .say = say_through_parent,
+    .members = cluster_members,
+    .registered = on_registered,
+    .close = close_session,
+};
+
 /* The room's lines the client has not had yet are copied without the lock
  * first, most of them, so that the lock is held only for what comes
  * meanwhile (room_members, leave_room). */
 static void carry_out(struct client *client, struct session_step step) {
   if (step.room == SESSION_ROOM_NAMES)
     catch_up(client);
-  step_carry_out(&forking_model, client, &client->session, &server.session,
-                 step);
+  step_carry_out(server.redis ? &cluster_model : &forking_model, client,
+                 &client->session, &server.session, step);
 }
 
 /* Returns false to stop the framer: the client reads no more (it said
- * QUIT, or was dropped). */
+ * QUIT, or was dropped), or not before its name is answered. */
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
   carry_out(client, session_on_frame(&client->session, &server.session, frame));
-  return client->state == CLIENT_OPEN;
+  return client->state == CLIENT_OPEN && !client->joining;
+}
+
+/* ---- Helpers: the parent's word to a child (with --redis) ------------- */
+
+/* One request to the parent, in pieces of at most REQUEST_PIECE_BYTES, each
+ * one message: messages of several children never mix. A child waits here
+ * only while the pair holds as much as its send buffer. */
+static bool ask_parent(struct client *client, enum request_kind kind,
+                       struct chat_text text) {
+  struct request request = {
+      .kind = (uint8_t)kind, .slot = client->slot, .serial = client->serial};
+  size_t sent = 0;
+  do {
+    size_t piece = text.length - sent;
+    if (piece > REQUEST_PIECE_BYTES)
+      piece = REQUEST_PIECE_BYTES;
+    request.more = sent + piece < text.length;
+    struct iovec parts[2] = {{&request, sizeof request},
+                             {(char *)text.bytes + sent, piece}};
+    struct msghdr message = {.msg_iov = parts, .msg_iovlen = piece ? 2 : 1};
+    while (sendmsg(server.requests[1], &message, MSG_NOSIGNAL) < 0) {
+      if (errno != EINTR)
+        return false; /* the parent is shutting down */
+    }
+    sent += piece;
+  } while (sent < text.length);
+  return true;
+}
+
+/* The answer to its name: carried on as any step, then the input held
+ * meanwhile is taken. Granted, it reads the room from its own arrival on. */
+static void answer_join(struct client *client, unsigned answer,
+                        uint64_t arrival) {
+  client->joining = false;
+  const char *stored = answer == SHARED_MAIL_ACCEPTED ? client->name
+                       : answer == SHARED_MAIL_TAKEN  ? NULL
+                                                      : STEP_ROOM_UNAVAILABLE;
+  if (stored == client->name)
+    client->cursor = client->seen = arrival;
+  else
+    leave_wave(client);
+  step_join_answered(&cluster_model, client, &client->session, &server.session,
+                     (struct chat_text){client->name, client->name_length},
+                     stored);
+  struct byte_buffer held = client->held;
+  client->held = (struct byte_buffer){0};
+  if (held.length > 0 && client->state == CLIENT_OPEN)
+    take_input(client, held.bytes, held.length);
+  byte_buffer_release(&held);
+}
+
+/* This server lost its place in the room (Redis came back empty, or after
+ * the lease): the room retired its users, and this one is told and
+ * closed, after the room's lines up to then. */
+static void lose_room(struct client *client) {
+  log_departed(&client->peer, client->session.name, client->session.name_length,
+               DEPARTURE_ROOM_LOST);
+  catch_up(client);
+  client->in_room = false;
+  leave_wave(client);
+  carry_out(client, session_room_lost(&client->session));
+}
+
+/* What the parent posted to this child's mailbox since it last looked. */
+static void hear_parent(struct client *client) {
+  uint64_t arrival;
+  unsigned mail = shared_room_take_mail(server.shared, client->slot, &arrival);
+  if (mail == 0)
+    return;
+  if ((mail & SHARED_MAIL_ANSWER) && client->joining)
+    answer_join(client, mail & SHARED_MAIL_ANSWER, arrival);
+  for (unsigned refused = mail / SHARED_MAIL_REFUSED;
+       refused > 0 && client->state == CLIENT_OPEN; refused--)
+    carry_out(client,
+              session_room_unavailable(&client->session, &server.session));
+  if ((mail & SHARED_MAIL_LOST) && client->state == CLIENT_OPEN &&
+      session_is_registered(&client->session))
+    lose_room(client);
 }
 
 /* ---- Helpers: output ------------------------------------------------- */
@@ -928,17 +1222,39 @@ static bool watch_wake_up(struct client *client, int fd) {
   return epoll_ctl(client->epoll, EPOLL_CTL_ADD, fd, &event) == 0;
 }
 
+/* Into the room's waves, once: a member, or (with --redis) a name waiting
+ * for its answer. */
+static bool enter_wave(struct client *client) {
+  if (client->in_wave)
+    return true;
+  shared_room_wave_enter(server.shared, client->slot);
+  client->in_wave = true;
+  return watch_wake_up(client, shared_room_wake_fd(server.shared));
+}
+
+/* Out of them: a name refused, a room lost. */
+static void leave_wave(struct client *client) {
+  if (!client->in_wave)
+    return;
+  client->in_wave = false;
+  shared_room_wave_leave(server.shared, client->slot);
+  (void)epoll_ctl(client->epoll, EPOLL_CTL_DEL,
+                  shared_room_wake_fd(server.shared), NULL);
+}
+
 /* Asks epoll to report a writable socket only while output waits for one:
- * otherwise an idle client's socket, always writable, would wake it. */
+ * otherwise an idle client's socket, always writable, would wake it; and
+ * input only while it reads (not while its name waits for Redis). */
 static void watch_output(struct client *client, bool reading) {
   bool watch = pending(client) > 0;
-  if (watch == client->watching_output)
+  if (watch == client->watching_output && reading == client->watching_input)
     return;
   struct epoll_event event = {.events = (reading ? EPOLLIN : 0) |
                                         (watch ? EPOLLOUT : 0),
                               .data.fd = client->fd};
   epoll_ctl(client->epoll, EPOLL_CTL_MOD, client->fd, &event);
   client->watching_output = watch;
+  client->watching_input = reading;
 }
 
 /* ---- Helpers: children ----------------------------------------------- */
@@ -971,6 +1287,346 @@ static uintptr_t owner_of(unsigned slot) {
   return (uintptr_t)slot + 1;
 }
 
+/* ---- Helpers: the room shared through Redis (the parent) ------------- */
+
+/* The link's hooks (redis_room.h) run in the parent's loop. What Redis gives
+ * back is queued as changes, and published to the shared room at the end of
+ * the turn, in one hold of the lock (so one wave carries a whole batch of
+ * XREAD), or later if a child holds the lock: the parent never waits for
+ * it long (a child stopped while it lists the names). A join answered for
+ * a child goes the same way, after its arrival. */
+enum change_kind {
+  CHANGE_ARRIVED,  /* name, line; the slot whose claim it answers, if any */
+  CHANGE_SAID,     /* line */
+  CHANGE_DEPARTED, /* name, line */
+  CHANGE_MAIL,     /* SHARED_MAIL_* for the slot's child */
+  CHANGE_EMPTIED,  /* the room was lost: empty it */
+};
+struct change {
+  uint8_t kind;
+  uint8_t name_length;
+  uint16_t unused;
+  uint32_t mail;
+  uint32_t slot;
+  uint32_t line_length;
+  uint64_t serial; /* of the slot's connection when it was queued */
+  /* then the name's bytes, then the line's */
+};
+#define NO_SLOT UINT32_MAX
+
+/* A join's `client` for redis_room.h: the slot, never NULL. */
+static void *client_of(unsigned slot) {
+  return (void *)((uintptr_t)slot + 1);
+}
+
+static unsigned slot_of(void *client) {
+  return (unsigned)((uintptr_t)client - 1);
+}
+
+/* The seat of `slot` if its connection is still `serial`'s. */
+static struct seat *seat_of(uint32_t slot, uint64_t serial) {
+  if (slot >= server.options.max_clients || serial == 0 ||
+      server.seats[slot].serial != serial)
+    return NULL;
+  return &server.seats[slot];
+}
+
+static void queue_change(enum change_kind kind, uint32_t slot, uint32_t mail,
+                         struct chat_text name, struct chat_text line) {
+  struct change change = {.kind = (uint8_t)kind,
+                          .name_length = (uint8_t)name.length,
+                          .mail = mail,
+                          .slot = slot,
+                          .line_length = (uint32_t)line.length,
+                          .serial =
+                              slot == NO_SLOT ? 0 : server.seats[slot].serial};
+  size_t size = sizeof change + name.length + line.length;
+  char *at = byte_buffer_reserve(&server.changes, size);
+  if (!at) {
+    log_line("out of memory for the room's lines: one dropped");
+    return;
+  }
+  memcpy(at, &change, sizeof change);
+  if (name.length)
+    memcpy(at + sizeof change, name.bytes, name.length);
+  if (line.length)
+    memcpy(at + sizeof change + name.length, line.bytes, line.length);
+  server.changes.length += size;
+}
+
+/* Returns a name (any, not NULL): a member the room cannot hold (more than
+ * cluster_room_capacity) is found when the change is applied. */
+static const char *on_arrived(void *model, void *client, struct chat_text name,
+                              struct chat_text line) {
+  (void)model;
+  queue_change(CHANGE_ARRIVED, client ? slot_of(client) : NO_SLOT, 0, name,
+               line);
+  return name.bytes;
+}
+
+/* The seat holds the name from now on: its child ending before it hears
+ * the answer releases it (release_seat). */
+static void on_join_answered(void *model, void *client, struct chat_text name,
+                             const char *stored) {
+  (void)model;
+  unsigned slot = slot_of(client);
+  unsigned mail = stored == STEP_ROOM_UNAVAILABLE ? SHARED_MAIL_UNAVAILABLE
+                  : stored                        ? SHARED_MAIL_ACCEPTED
+                                                  : SHARED_MAIL_TAKEN;
+  if (mail == SHARED_MAIL_ACCEPTED) {
+    struct seat *seat = &server.seats[slot];
+    memcpy(seat->name, name.bytes, name.length);
+    seat->name_length = (unsigned char)name.length;
+  }
+  queue_change(CHANGE_MAIL, slot, mail, (struct chat_text){NULL, 0},
+               (struct chat_text){NULL, 0});
+}
+
+static void on_said(void *model, struct chat_text line) {
+  (void)model;
+  queue_change(CHANGE_SAID, NO_SLOT, 0, (struct chat_text){NULL, 0}, line);
+}
+
+static void on_departed(void *model, struct chat_text name,
+                        struct chat_text line) {
+  (void)model;
+  queue_change(CHANGE_DEPARTED, NO_SLOT, 0, name, line);
+}
+
+/* The room retired this server's users: each is told and closed (a child
+ * whose name waits was told `Room unavailable` already), and the room is
+ * emptied; names wait for Redis to be back. */
+static void on_room_lost(void *model) {
+  (void)model;
+  queue_change(CHANGE_EMPTIED, NO_SLOT, 0, (struct chat_text){NULL, 0},
+               (struct chat_text){NULL, 0});
+  for (unsigned slot = 0; slot < server.slots_high; slot++) {
+    struct seat *seat = &server.seats[slot];
+    if (seat->serial == 0 || seat->name_length == 0)
+      continue;
+    seat->name_length = 0; /* retired already: nothing to release */
+    queue_change(CHANGE_MAIL, slot, SHARED_MAIL_LOST,
+                 (struct chat_text){NULL, 0}, (struct chat_text){NULL, 0});
+  }
+}
+
+/* Read by the children as they need the room: they answer at once. */
+static void on_available(void *model, bool available) {
+  (void)model;
+  shared_room_set_available(server.shared, available);
+}
+
+static int attach_redis(void *model, redisAsyncContext *context) {
+  (void)model;
+  return redis_poll_attach(&server.redis_poll, context);
+}
+
+static const struct redis_room_model redis_model = {
+    .attach = attach_redis,
+    .arrived = on_arrived,
+    .join_answered = on_join_answered,
+    .said = on_said,
+    .departed = on_departed,
+    .lost = on_room_lost,
+    .available = on_available,
+};
+
+/* One change, with the lock held. A line too long for this ring (another
+ * server's --max-line) is not published: every reader would lose its
+ * place. */
+static void apply_change(const struct change *change, struct chat_text name,
+                         struct chat_text line) {
+  struct shared_room *shared = server.shared;
+  struct seat *seat = seat_of(change->slot, change->serial);
+  if (line.length > server.options.max_backlog + RING_SLACK_BYTES / 2)
+    line.length = 0;
+  switch ((enum change_kind)change->kind) {
+  case CHANGE_ARRIVED:
+    if (shared_room_join(shared, name, 0) < 0)
+      break; /* beyond the room's capacity: not listed, not heard */
+    if (seat)
+      seat->arrival = shared_room_head(shared);
+    shared_room_publish(shared, line); /* empty: users there at the start */
+    break;
+  case CHANGE_SAID:
+    if (line.length > 0)
+      shared_room_publish(shared, line);
+    break;
+  case CHANGE_DEPARTED: {
+    int member = room_find(shared_room_members(shared), name);
+    if (member < 0)
+      break;
+    shared_room_leave(shared, member);
+    shared_room_publish(shared, line);
+    break;
+  }
+  case CHANGE_MAIL:
+    if (!seat)
+      break; /* its child ended meanwhile */
+    if (change->mail == SHARED_MAIL_ACCEPTED && seat->arrival == UINT64_MAX) {
+      /* Granted, but the room could not hold it: release it again. */
+      redis_room_leave(server.redis,
+                       (struct chat_text){seat->name, seat->name_length});
+      seat->name_length = 0;
+      shared_room_post(shared, change->slot, SHARED_MAIL_UNAVAILABLE, 0);
+      break;
+    }
+    shared_room_post(shared, change->slot, change->mail, seat->arrival);
+    break;
+  case CHANGE_EMPTIED:
+    shared_room_clear(shared);
+    shared_room_publish(shared, (struct chat_text){NULL, 0});
+    break;
+  }
+}
+
+/* Publishes what Redis gave back this turn, in one hold of the lock: one
+ * wave for all of it. */
+static void apply_changes(void) {
+  if (server.changes.length == 0)
+    return;
+  if (shared_room_lock_within(server.shared, RELEASE_LOCK_MILLISECONDS) ==
+      SHARED_ROOM_BUSY)
+    return; /* its holder may be stopped: parent_wait tries again */
+  for (size_t at = 0; at < server.changes.length;) {
+    struct change change;
+    memcpy(&change, server.changes.bytes + at, sizeof change);
+    const char *name = server.changes.bytes + at + sizeof change;
+    apply_change(
+        &change, (struct chat_text){name, change.name_length},
+        (struct chat_text){name + change.name_length, change.line_length});
+    at += sizeof change + change.name_length + change.line_length;
+  }
+  server.changes.length = 0;
+  shared_room_unlock(server.shared); /* starts the wave */
+  if (server.changes.capacity > REQUEST_BUFFER_BYTES)
+    byte_buffer_release(&server.changes); /* after a burst */
+}
+
+/* One request of a child. One that comes from a connection that has ended
+ * (its slot released, maybe given to another) is dropped. */
+static void handle_request(const struct request *request, const char *bytes,
+                           size_t length) {
+  struct seat *seat = seat_of(request->slot, request->serial);
+  if (!seat)
+    return;
+  struct chat_text text = {bytes, length};
+  switch ((enum request_kind)request->kind) {
+  case REQUEST_CLAIM:
+    if (length == 0 || length > CHAT_NAME_MAX_BYTES)
+      return;
+    seat->arrival = UINT64_MAX; /* until its arrival is published */
+    if (redis_room_join(server.redis, client_of(request->slot), text) ==
+        STEP_ROOM_UNAVAILABLE)
+      on_join_answered(NULL, client_of(request->slot), text,
+                       STEP_ROOM_UNAVAILABLE);
+    break;
+  case REQUEST_SAY:
+    if (request->more || seat->pieces.length > 0) {
+      if (!byte_buffer_append(&seat->pieces, bytes, length)) {
+        byte_buffer_release(&seat->pieces);
+        return;
+      }
+      if (request->more)
+        return;
+      text = (struct chat_text){seat->pieces.bytes, seat->pieces.length};
+    }
+    if (!redis_room_say(server.redis, text)) /* its sender is told */
+      queue_change(CHANGE_MAIL, request->slot, SHARED_MAIL_REFUSED,
+                   (struct chat_text){NULL, 0}, (struct chat_text){NULL, 0});
+    byte_buffer_release(&seat->pieces);
+    break;
+  case REQUEST_LEAVE:
+    if (seat->name_length > 0)
+      redis_room_leave(server.redis,
+                       (struct chat_text){seat->name, seat->name_length});
+    seat->name_length = 0;
+    break;
+  }
+}
+
+/* Reads up to REQUEST_BATCH requests; returns true when none is left. */
+static bool read_requests(void) {
+  for (int i = 0; i < REQUEST_BATCH; i++) {
+    ssize_t got =
+        recv(server.requests[0], server.request,
+             sizeof(struct request) + REQUEST_PIECE_BYTES, MSG_DONTWAIT);
+    if (got < 0)
+      return errno == EAGAIN || errno == EWOULDBLOCK;
+    if ((size_t)got < sizeof(struct request))
+      continue;
+    struct request request;
+    memcpy(&request, server.request, sizeof request);
+    handle_request(&request, server.request + sizeof request,
+                   (size_t)got - sizeof request);
+  }
+  return false;
+}
+
+/* A new child in `slot`: its requests carry `serial`. */
+static void seat_child(unsigned slot, uint64_t serial) {
+  struct seat *seat = &server.seats[slot];
+  byte_buffer_release(&seat->pieces);
+  *seat = (struct seat){.serial = serial, .arrival = UINT64_MAX};
+  shared_room_clear_mail(server.shared, slot);
+}
+
+/* The child ended: a name it held (it was killed, or ended before it heard
+ * its answer) is released, a claim still in flight is released when Redis
+ * grants it, and its requests from now on are dropped. */
+static void release_seat(const struct child *child) {
+  struct seat *seat = &server.seats[child->slot];
+  redis_room_forget(server.redis, client_of(child->slot));
+  if (seat->name_length > 0) {
+    redis_room_leave(server.redis,
+                     (struct chat_text){seat->name, seat->name_length});
+    log_departed(&child->peer, seat->name, seat->name_length, DEPARTURE_FAILED);
+  }
+  byte_buffer_release(&seat->pieces);
+  *seat = (struct seat){0};
+}
+
+/* After poll(): Redis's answers and lines, the children's requests, the
+ * link's clock, then what Redis gave back published in one wave, and the
+ * commands queued meanwhile sent. */
+static void serve_cluster(const struct pollfd *fds, size_t count) {
+  redis_poll_dispatch(&server.redis_poll, fds, count);
+  read_requests();
+  long long now = now_milliseconds();
+  if (now >= server.next_tick) {
+    redis_room_tick(server.redis);
+    server.next_tick =
+        now + (long long)(redis_room_tick_seconds(server.redis) * 1000);
+  }
+  apply_changes();
+  redis_poll_flush(&server.redis_poll);
+}
+
+/* Before the first child: the room's users so far are queued as changes.
+ * Redis unreachable: one line naming the URL, and exit 1. */
+static bool open_redis_room(void) {
+  server.request = malloc(sizeof(struct request) + REQUEST_PIECE_BYTES);
+  server.seats = calloc(server.options.max_clients, sizeof(struct seat));
+  if (!server.request || !server.seats ||
+      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, server.requests) <
+          0) {
+    fprintf(stderr, "chat-forking: %s\n", strerror(errno));
+    return false;
+  }
+  int size = REQUEST_BUFFER_BYTES;
+  (void)setsockopt(server.requests[1], SOL_SOCKET, SO_SNDBUF, &size,
+                   sizeof size); /* the default, if refused */
+  char error[512];
+  server.redis =
+      redis_room_open(&server.options, &redis_model, error, sizeof error);
+  if (!server.redis) {
+    fprintf(stderr, "chat-forking: %s\n", error);
+    return false;
+  }
+  shared_room_set_available(server.shared, redis_room_available(server.redis));
+  return true;
+}
+
 /* ---- Helpers: setup, loop, teardown ---------------------------------- */
 
 /* How long the parent may wait in poll: for ever, unless accepting is
@@ -978,8 +1634,16 @@ static uintptr_t owner_of(unsigned slot) {
  * may need giving up. */
 static int parent_wait(void) {
   int wait = shared_room_wave_alarm(server.shared);
-  if (server.ended > 0 && (wait < 0 || wait > RELEASE_RETRY_MILLISECONDS))
+  if ((server.ended > 0 || server.changes.length > 0) &&
+      (wait < 0 || wait > RELEASE_RETRY_MILLISECONDS))
     wait = RELEASE_RETRY_MILLISECONDS;
+  if (server.redis) { /* the link's clock */
+    long long left = server.next_tick - now_milliseconds();
+    if (left < 0)
+      left = 0;
+    if (wait < 0 || left < wait)
+      wait = (int)left;
+  }
   if (server.accept_paused) {
     long long left = server.accept_retry_at - now_milliseconds();
     if (left <= 0)
@@ -991,15 +1655,25 @@ static int parent_wait(void) {
 }
 
 /* The parent waits for connections and for signals (SIGCHLD included)
- * with one poll. */
+ * with one poll; with --redis, also for its children's requests and its
+ * connections to Redis. */
 static void run(void) {
   for (;;) {
     int wait = parent_wait();
-    struct pollfd fds[2] = {
+    struct pollfd fds[3 + REDIS_POLL_MAX] = {
         {.fd = server.signals, .events = POLLIN},
         {.fd = server.accept_paused ? -1 : server.listener, .events = POLLIN},
+        {.fd = server.requests[0], .events = POLLIN},
     };
-    if (poll(fds, 2, wait) < 0 && errno != EINTR) {
+    /* What Redis gave back waits while a child holds the room lock (one
+     * stopped while it lists the names); more than the ring holds would
+     * lap every reader anyway: Redis waits then. */
+    nfds_t count =
+        server.redis
+            ? 3 + redis_poll_fill(&server.redis_poll, fds + 3,
+                                  server.changes.length < server.ring_bytes)
+            : 2;
+    if (poll(fds, count, wait) < 0 && errno != EINTR) {
       log_line("poll failed: %s", strerror(errno));
       shut_down(SIGTERM); /* cannot happen; stop cleanly if it does */
       return;
@@ -1011,6 +1685,8 @@ static void run(void) {
         return;
       }
     }
+    if (server.redis)
+      serve_cluster(fds + 3, count - 3);
     release_users(); /* any that waited for the lock */
     if (fds[1].revents & POLLIN)
       accept_waiting();
@@ -1041,6 +1717,17 @@ static void free_everything(void) {
     if (server.lifeline[end] >= 0)
       close(server.lifeline[end]);
   }
+  redis_room_close(server.redis); /* if it is still open */
+  for (int end = 0; end < 2; end++) {
+    if (server.requests[end] >= 0)
+      close(server.requests[end]);
+  }
+  for (size_t slot = 0; server.seats && slot < server.options.max_clients;
+       slot++)
+    byte_buffer_release(&server.seats[slot].pieces);
+  free(server.seats);
+  free(server.request);
+  byte_buffer_release(&server.changes);
   shared_room_destroy(server.shared);
   free(server.children);
   free(server.free_slots);

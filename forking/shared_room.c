@@ -68,6 +68,7 @@ struct shared_header {
   struct commit commits[2];
   atomic_uint current; /* commits[current] is in force */
   atomic_bool shutting_down;
+  atomic_bool available; /* with --redis: the room can be reached now */
   /* Read without the lock. Every byte before `published` is committed;
    * a writer may be writing bytes up to `reserved`, which is ahead of it
    * only while a line is being written (or after a writer died doing so). */
@@ -87,12 +88,20 @@ struct shared_header {
   _Atomic uint64_t waves_started, waves_signalled, waves_given_up;
 };
 
+/* A slot's mailbox, with --redis: what the parent has to tell its child
+ * (shared_room_post). */
+struct mailbox {
+  atomic_uint word;         /* SHARED_MAIL_* bits; refusals add up */
+  _Atomic uint64_t arrival; /* with SHARED_MAIL_ACCEPTED */
+};
+
 /* Each process's handle on the mapping: the parent fills it in before the
  * first fork, so every child inherits the same addresses. */
 struct shared_room {
   struct shared_header *header;
   size_t mapping_size;
   atomic_uint *slots;
+  struct mailbox *mail; /* one per slot with --redis, else NULL */
   struct room *rooms[2];
   size_t room_bytes;
   struct event_ring *ring;
@@ -101,7 +110,7 @@ struct shared_room {
   int goodbye_fd; /* counts the children that said goodbye */
   /* The change this process staged on the spare room, to repeat on the
    * other copy once it is committed. */
-  enum { STAGED_NOTHING, STAGED_JOIN, STAGED_LEAVE } staged;
+  enum { STAGED_NOTHING, STAGED_JOIN, STAGED_LEAVE, STAGED_CLEAR } staged;
   struct chat_text staged_name;
   uintptr_t staged_owner;
   int staged_member;
@@ -139,15 +148,19 @@ static bool init_lock(pthread_mutex_t *lock) {
   return done;
 }
 
-struct shared_room *shared_room_create(size_t max_clients,
-                                       size_t ring_capacity) {
+/* Both kinds: a room of `members`, and a mailbox per slot or none. */
+static struct shared_room *create(size_t max_clients, size_t members,
+                                  size_t ring_capacity, bool mailboxes) {
   struct shared_room *shared = calloc(1, sizeof *shared);
   if (!shared)
     return NULL;
   size_t header_bytes = align64(sizeof(struct shared_header));
   size_t slot_bytes = align64(max_clients * sizeof(atomic_uint));
-  shared->room_bytes = align64(room_size(max_clients));
-  shared->mapping_size = header_bytes + slot_bytes + 2 * shared->room_bytes +
+  size_t mail_bytes =
+      mailboxes ? align64(max_clients * sizeof(struct mailbox)) : 0;
+  shared->room_bytes = align64(room_size(members));
+  shared->mapping_size = header_bytes + slot_bytes + mail_bytes +
+                         2 * shared->room_bytes +
                          event_ring_size(ring_capacity);
   /* Shared and anonymous: no name to unlink, zero-filled (every slot
    * SLOT_OFF, no wave running), and freed when the last process that maps
@@ -177,12 +190,24 @@ struct shared_room *shared_room_create(size_t max_clients,
     return NULL;
   }
   shared->slots = (atomic_uint *)(mapping + header_bytes);
-  char *rooms = mapping + header_bytes + slot_bytes;
+  if (mailboxes)
+    shared->mail = (struct mailbox *)(mapping + header_bytes + slot_bytes);
+  char *rooms = mapping + header_bytes + slot_bytes + mail_bytes;
   for (int copy = 0; copy < 2; copy++)
-    shared->rooms[copy] =
-        room_init(rooms + copy * shared->room_bytes, max_clients);
+    shared->rooms[copy] = room_init(rooms + copy * shared->room_bytes, members);
   shared->ring = event_ring_init(rooms + 2 * shared->room_bytes, ring_capacity);
   return shared;
+}
+
+struct shared_room *shared_room_create(size_t max_clients,
+                                       size_t ring_capacity) {
+  return create(max_clients, max_clients, ring_capacity, false);
+}
+
+struct shared_room *shared_room_create_cluster(size_t max_clients,
+                                               size_t members,
+                                               size_t ring_capacity) {
+  return create(max_clients, members, ring_capacity, true);
 }
 
 void shared_room_destroy(struct shared_room *shared) {
@@ -290,6 +315,11 @@ void shared_room_leave(struct shared_room *shared, int member) {
   shared->staged_member = member;
 }
 
+void shared_room_clear(struct shared_room *shared) {
+  room_clear(spare_room(shared));
+  shared->staged = STAGED_CLEAR;
+}
+
 void shared_room_publish(struct shared_room *shared, struct chat_text line) {
   struct shared_header *header = shared->header;
   unsigned now = atomic_load_explicit(&header->current, memory_order_relaxed);
@@ -303,7 +333,8 @@ void shared_room_publish(struct shared_room *shared, struct chat_text line) {
   if (end > atomic_load_explicit(&header->reserved, memory_order_relaxed))
     atomic_store_explicit(&header->reserved, end, memory_order_relaxed);
   atomic_thread_fence(memory_order_release);
-  event_ring_write(shared->ring, old->head, line.bytes, line.length);
+  if (line.length > 0) /* an empty line only commits what was staged */
+    event_ring_write(shared->ring, old->head, line.bytes, line.length);
   next->head = old->head + line.length;
   next->room = shared->staged == STAGED_NOTHING ? old->room : 1 - old->room;
   /* The commit. Release order: no store above may move below it. */
@@ -321,6 +352,8 @@ void shared_room_publish(struct shared_room *shared, struct chat_text line) {
       abort(); /* the copies differed: cannot happen */
   } else if (shared->staged == STAGED_LEAVE) {
     room_leave(other, shared->staged_member);
+  } else if (shared->staged == STAGED_CLEAR) {
+    room_clear(other);
   }
   shared->staged = STAGED_NOTHING;
   shared->changed = true;
@@ -512,10 +545,17 @@ void shared_room_wave_leave(struct shared_room *shared, unsigned slot) {
   settle(shared, atomic_exchange(&shared->slots[slot], SLOT_OFF));
 }
 
+/* Whether the parent posted to the slot's mailbox (sequentially consistent,
+ * like `published`: see shared_room_post). */
+static bool has_mail(const struct shared_room *shared, unsigned slot) {
+  return shared->mail && atomic_load(&shared->mail[slot].word) != 0;
+}
+
 bool shared_room_may_sleep(struct shared_room *shared, unsigned slot,
                            uint64_t seen) {
   settle(shared, atomic_exchange(&shared->slots[slot], SLOT_SLEEPING));
-  if (atomic_load(&shared->header->published) == seen)
+  if (atomic_load(&shared->header->published) == seen &&
+      !has_mail(shared, slot))
     return true;
   shared_room_awake(shared, slot);
   return false;
@@ -549,6 +589,47 @@ shared_room_wave_counts(const struct shared_room *shared) {
       .given_up = atomic_load(&header->waves_given_up),
       .bytes = atomic_load(&header->published),
   };
+}
+
+/* ---- With --redis: the parent's word to its children ------------------ */
+
+void shared_room_set_available(struct shared_room *shared, bool available) {
+  atomic_store(&shared->header->available, available);
+}
+
+bool shared_room_available(const struct shared_room *shared) {
+  return atomic_load(&shared->header->available);
+}
+
+/* Stored before the wave that wakes the child, as `published` is: either
+ * the child, which says SLEEPING before it looks at its mailbox, sees the
+ * mail, or the wave sees it asleep and wakes it. */
+void shared_room_post(struct shared_room *shared, unsigned slot, unsigned mail,
+                      uint64_t arrival) {
+  struct mailbox *box = &shared->mail[slot];
+  if (mail & SHARED_MAIL_ANSWER)
+    atomic_store_explicit(&box->arrival, arrival, memory_order_relaxed);
+  if (mail == SHARED_MAIL_REFUSED)
+    atomic_fetch_add(&box->word, SHARED_MAIL_REFUSED);
+  else
+    atomic_fetch_or(&box->word, mail);
+  shared->changed = true; /* the unlock starts a wave */
+}
+
+unsigned shared_room_take_mail(struct shared_room *shared, unsigned slot,
+                               uint64_t *arrival) {
+  struct mailbox *box = &shared->mail[slot];
+  /* Looked at first: a child looks on every turn, and four mailboxes share
+   * a cache line. */
+  if (atomic_load_explicit(&box->word, memory_order_relaxed) == 0)
+    return 0;
+  unsigned mail = atomic_exchange(&box->word, 0);
+  *arrival = atomic_load_explicit(&box->arrival, memory_order_relaxed);
+  return mail;
+}
+
+void shared_room_clear_mail(struct shared_room *shared, unsigned slot) {
+  atomic_store(&shared->mail[slot].word, 0);
 }
 
 /* ---- Stopping --------------------------------------------------------- */

@@ -5,6 +5,7 @@
  *
  *   header   the lock, two commit records, the published head, the wave
  *   slots    one word per child: is it running, asleep, or woken by a wave
+ *   mail     with --redis: one mailbox per child, the parent's answers
  *   room 0   the room of common/room.h: the names in registration order
  *   room 1   a second copy of that room
  *   ring     the room's lines, in the room's order (event_ring.h)
@@ -40,7 +41,14 @@
  *
  * A dead child's user is then made to depart by the parent, which finds it
  * by the member's owner (the child's slot) under the lock, so that the
- * child's own departure and the parent's can never both happen. */
+ * child's own departure and the parent's can never both happen..
+ *
+ * With --redis (the room shared by several servers) the parent is the only
+ * writer: it publishes what Redis gives back, in Redis's order, and the
+ * children only read, as above, and take the lock only to list the names.
+ * The room then holds every server's users, and each slot has a mailbox
+ * through which the parent answers its child (a name granted or refused, a
+ * line refused, the room lost), woken by the same wave. */
 #ifndef CHAT_SHARED_ROOM_H
 #define CHAT_SHARED_ROOM_H
 
@@ -63,6 +71,12 @@ struct shared_room;
  * Returns NULL (errno set) when it cannot. */
 struct shared_room *shared_room_create(size_t max_clients,
                                        size_t ring_capacity);
+
+/* The same for a room shared through Redis: a room of `members` (every
+ * server's users), and a mailbox per slot (shared_room_post). */
+struct shared_room *shared_room_create_cluster(size_t max_clients,
+                                               size_t members,
+                                               size_t ring_capacity);
 
 /* Unmaps the room in this process (the memory goes with the last one). */
 void shared_room_destroy(struct shared_room *shared);
@@ -106,8 +120,13 @@ int shared_room_join(struct shared_room *shared, struct chat_text name,
 /* Stages a departure, to commit with its line by shared_room_publish. */
 void shared_room_leave(struct shared_room *shared, int member);
 
+/* Stages emptying the room (with --redis, when this server lost its
+ * place in it), to commit by shared_room_publish. */
+void shared_room_clear(struct shared_room *shared);
+
 /* Appends a line (no longer than the ring's capacity) to the ring and
- * commits it, with the join or departure staged before it if any. */
+ * commits it, with the join, departure or emptying staged before it if any;
+ * an empty line commits the staged change alone. */
 void shared_room_publish(struct shared_room *shared, struct chat_text line);
 
 /* ---- Without the lock: reading ---- */
@@ -140,7 +159,7 @@ void shared_room_wave_leave(struct shared_room *shared, unsigned slot);
 
 /* The child is about to wait: pays its part of the wave that woke it, if
  * one did. Returns false, and the child must not wait, when a line was
- * published after `seen`. */
+ * published after `seen`, or its mailbox holds something. */
 bool shared_room_may_sleep(struct shared_room *shared, unsigned slot,
                            uint64_t seen);
 
@@ -179,6 +198,40 @@ struct shared_room_waves {
 };
 struct shared_room_waves
 shared_room_wave_counts(const struct shared_room *shared);
+
+/* ---- With --redis: the parent's word to its children ---- */
+
+/* Whether the room can be reached now (the parent sets it as its link to
+ * Redis comes and goes): a child answers `Room unavailable` at once when it
+ * cannot. */
+void shared_room_set_available(struct shared_room *shared, bool available);
+bool shared_room_available(const struct shared_room *shared);
+
+/* What a slot's mailbox holds: the answer to its name (ACCEPTED, with where
+ * its arrival begins in the ring, TAKEN or UNAVAILABLE), that the room was
+ * lost, and how many of its lines were refused (in units of REFUSED). */
+enum {
+  SHARED_MAIL_ACCEPTED = 1,
+  SHARED_MAIL_TAKEN = 2,
+  SHARED_MAIL_UNAVAILABLE = 3,
+  SHARED_MAIL_ANSWER = 3, /* the answer's bits */
+  SHARED_MAIL_LOST = 4,
+  SHARED_MAIL_REFUSED = 8,
+};
+
+/* The parent, with the lock held: posts one of the above to the slot's
+ * child, which the unlock's wave wakes (a child that waits for mail watches
+ * the room's eventfd, and shared_room_may_sleep looks at its mailbox). */
+void shared_room_post(struct shared_room *shared, unsigned slot, unsigned mail,
+                      uint64_t arrival);
+
+/* The child: takes what its mailbox holds (0: nothing), and where its
+ * arrival begins if the mail says ACCEPTED. */
+unsigned shared_room_take_mail(struct shared_room *shared, unsigned slot,
+                               uint64_t *arrival);
+
+/* The parent, before it gives a slot to a new child. */
+void shared_room_clear_mail(struct shared_room *shared, unsigned slot);
 
 /* ---- Without the lock: stopping ---- */
 

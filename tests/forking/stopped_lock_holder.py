@@ -2,7 +2,7 @@
 """chat-forking: a child stopped (SIGSTOP) while it holds the room lock.
 
 Usage:
-    python3 stopped_lock_holder.py SERVER [--signals TERM,HUP]
+    python3 stopped_lock_holder.py SERVER [--signals TERM,HUP] [--redis]
 
 For each stop signal, on a fresh server: clients chat without pause, one of
 them floods the room (900-byte lines and NAMES); the child serving the
@@ -21,6 +21,12 @@ child's own client and a newcomer that never gave a name included, gets
 `Server shutting down` as its last line before the end of the stream; no
 process of the server outlives it and its stderr holds no sanitizer
 report.
+
+With --redis the server shares its room through a redis-server of the
+test's own (exit 77 without one): the flooder's child is caught holding the
+lock while it lists the names, and the parent, the room's only writer, must
+go on serving without it: the killed child's user departs (through Redis)
+and the others' lines wait for the lock.
 
 Environment: CONFORMANCE_TIME_FACTOR (default 1) stretches every deadline.
 Standard library only; Linux (/proc). Uses kill_child.py's clients and
@@ -43,7 +49,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from kill_child import (DEADLINE, TIME_FACTOR, Client, Readers,  # noqa: E402
                         Sender, child_serving, die_with_parent, fail,
                         lock_owner, lock_word_address, process_state,
-                        register)
+                        register, start_redis, stop_redis)
 from server_process import sanitizer_report  # noqa: E402
 
 GOODBYE = b"Server shutting down"
@@ -82,11 +88,12 @@ def stop_holding_lock(server_pid, address, pid, attempts):
     fail(f"process {pid} never caught holding the lock in {attempts} tries")
 
 
-def run(server_path, signum, attempts):
+def run(server_path, signum, attempts, cluster):
+    names_every = 1 if cluster else 10
     log = tempfile.TemporaryFile()
     server = subprocess.Popen(
         [server_path, "-p", "0", "-H", "127.0.0.1",
-         "--max-backlog", str(64 << 20)],
+         "--max-backlog", str(64 << 20)] + cluster,
         stdout=subprocess.PIPE, stderr=log, start_new_session=True,
         preexec_fn=die_with_parent)
     senders = []
@@ -104,14 +111,19 @@ def run(server_path, signum, attempts):
         watcher = register(port, readers, "watcher")
         chatters = [register(port, readers, f"c{i}") for i in range(4)]
         flooder = register(port, readers, "flooder")
+        # With --redis a child holds the lock only to list the names: a
+        # longer list holds it longer, and the flooder is caught sooner.
+        idle = [register(port, readers, f"idle{i}")
+                for i in range(100 if cluster else 0)]
         unnamed = Client(port, "unnamed")
         readers.add(unnamed)
         unnamed.wait_for(b"Welcome to ChatServer")
         senders = [
             Sender(chatters, 5, 0.005,
                    lambda c, i: b"%s says %d\r\n" % (c.name.encode(), i)),
+            # With --redis a child holds the lock only for NAMES.
             Sender([flooder], 20, 0.001,
-                   lambda c, i: (b"NAMES\r\n" if i % 10 == 0 else
+                   lambda c, i: (b"NAMES\r\n" if i % names_every == 0 else
                                  b"%d %s\r\n" % (i, b"x" * 900))),
         ]
         for sender in senders:
@@ -149,7 +161,7 @@ def run(server_path, signum, attempts):
         if status != 0:
             fail(f"exit status {status} after {signal.Signals(signum).name}")
 
-        everyone = [watcher, flooder, unnamed, newcomer] + chatters
+        everyone = [watcher, flooder, unnamed, newcomer] + chatters + idle
         for client in everyone:
             wait_until(lambda: client.closed,
                        f"{client.name}: the connection was not closed")
@@ -189,11 +201,21 @@ def main():
     parser.add_argument("--signals", default="TERM,HUP")
     parser.add_argument("--attempts", type=int, default=3000,
                         help="tries to catch the flooder holding the lock")
+    parser.add_argument("--redis", action="store_true",
+                        help="share the room through a redis-server")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM,
                   lambda *_: sys.exit("stopped_lock_holder: stopped"))
     for name in args.signals.split(","):
-        run(args.server, signal.Signals["SIG" + name.strip()], args.attempts)
+        redis, cluster = None, []
+        if args.redis:
+            redis, url = start_redis()
+            cluster = ["--redis", url]
+        try:
+            run(args.server, signal.Signals["SIG" + name.strip()],
+                args.attempts, cluster)
+        finally:
+            stop_redis(redis)
 
 
 if __name__ == "__main__":
