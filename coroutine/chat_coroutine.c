@@ -22,6 +22,17 @@
  * client drop it. Once a client is closing, its own coroutine writes its
  * last lines with co_write().
  *
+ * One room across servers (--redis URL, docs/PROTOCOL.md section 7;
+ * common/CLUSTER.md): the room here is then every server's, mirrored from
+ * Redis (os/redis_room.h, whose hiredis connections run on this same loop
+ * through redis_loop.h), and the step hooks hand the room's part to Redis.
+ * A line said reaches this server's users, the sender included, only when
+ * Redis gives it back, so that every server sees one order. A name is
+ * granted by Redis: the session's coroutine sleeps until the answer comes
+ * (wait_for_room), the name on its stack and the client's next lines unread
+ * in the socket, then carries it out and reads on, as if the join had been
+ * a blocking call.
+ *
  * Its cost: a connection is a small struct, a slot in the room, and a
  * stack: CORO_STACK_SIZE bytes of address space, of which an idle
  * connection keeps one page (README.md measures it). A context switch is a
@@ -34,6 +45,7 @@
  * by default) caps the connections near 32,000. And a coroutine must never
  * block the thread: a blocking call would stop every session at once. */
 #include "byte_buffer.h"
+#include "cluster.h"
 #include "os/clock.h"
 #include "os/heap.h"
 #include "line_framer.h"
@@ -42,7 +54,10 @@
 #include "loop.h"
 #include "options.h"
 #include "os/policy.h"
+#include "os/redis_room.h"
 #include "os/refuse.h"
+#include "protocol.h"
+#include "redis_loop.h"
 #include "room.h"
 #include "session.h"
 #include "os/startup.h"
@@ -91,6 +106,8 @@ struct client {
   /* The rest: */
   unsigned char cause;            /* enum departure_cause, once not open */
   int member;                     /* index in the room while registered */
+  struct join *join;              /* with --redis, while it names itself: the
+                                     name asked of the room, on its stack */
   struct task *task;              /* its coroutine, running serve */
   struct client *previous, *next; /* every client */
   long long login_deadline;       /* monotonic ms */
@@ -99,19 +116,32 @@ struct client {
   struct peer_address peer;
 };
 
+/* A name asked of the room (--redis), from the join to its answer: kept on
+ * the stack of the coroutine that waits for it, in read_name's frame. */
+struct join {
+  bool waiting;       /* asked; on_join_answered has not answered yet */
+  const char *answer; /* then: the room's copy of the name, NULL (taken) or
+                         STEP_ROOM_UNAVAILABLE */
+  unsigned char length;
+  char name[CHAT_NAME_MAX_BYTES]; /* the name asked for */
+};
+
 static struct server {
   struct chat_options options;
   struct loop *loop;
   int listener;
   int signals; /* SIGINT, SIGTERM and SIGHUP, read as a descriptor */
   struct task *acceptor;
-  struct room *room;
+  struct redis_room *redis; /* with --redis: the room shared through Redis */
+  struct room *room;        /* with --redis, every server's users (owner 0:
+                               a user of another server) */
   struct session_context session;
   struct client *first, *last; /* every client */
   struct client *pending;      /* clients given output this turn */
   size_t connections;
   struct loop_timer heap_timer;        /* gives memory back once quiet */
   struct loop_timer shutdown_deadline; /* cuts the goodbyes short */
+  struct loop_timer redis_timer;       /* the link's clock (redis_room_tick) */
   bool accept_paused;  /* the acceptor sleeps for want of descriptors */
   bool accept_stalled; /* short of descriptors since the accept queue was
                           last found empty: one shortage, logged once */
@@ -132,7 +162,6 @@ static void close_client(struct client *client);
  * calls is declared here. */
 static void serve(void *arg);
 static void close_after_flush(struct client *client);
-static void depart(struct client *client, enum departure_cause cause);
 static void write_pending(struct loop *loop, void *data);
 static int descriptor_limit(void);
 static void free_everything(void);
@@ -145,6 +174,13 @@ static void note_busy(struct loop *loop);
 static void stop_client(struct client *client, enum client_state state,
                         enum departure_cause cause);
 static void watch_output(struct client *client, bool on);
+static bool open_redis_room(void);
+static void close_redis_room(void);
+static void read_name(struct client *client);
+static void release_name(struct client *client);
+static void lose_place(struct client *client);
+static void carry_out_answer(struct client *client, struct chat_text name,
+                             const char *stored);
 
 /* ---- main ------------------------------------------------------------ */
 
@@ -156,7 +192,10 @@ int main(int argc, char *argv[]) {
     return status;
   server.session = session_context_make(server.options.room_name,
                                         server.options.max_line, true);
-  server.room = room_create(server.options.max_clients);
+  server.room =
+      room_create(server.options.redis_url
+                      ? cluster_room_capacity(server.options.max_clients)
+                      : server.options.max_clients);
   server.loop = loop_create(descriptor_limit());
   const char *failed = !server.session.scratch ? "malloc (the scratch)"
                        : !server.room          ? "room_create"
@@ -170,6 +209,10 @@ int main(int argc, char *argv[]) {
   if (!set_up_signals()) {
     fprintf(stderr, "chat-coroutine: cannot set up signals: %s\n",
             strerror(errno));
+    free_everything();
+    return 1;
+  }
+  if (server.options.redis_url && !open_redis_room()) {
     free_everything();
     return 1;
   }
@@ -293,18 +336,24 @@ static void serve(void *arg) {
   carry_out(client, session_start(&client->session, &server.session));
   while (client->state == CLIENT_OPEN)
     read_input(client);
-  /* No longer open; client->cause was set once, when it stopped. */
-  if (client->cause != DEPARTURE_SHUTDOWN) /* at shutdown nobody is told */
+  /* No longer open; client->cause was set once, when it stopped. At
+   * shutdown nobody is told; a user whose place in the room was lost has
+   * no departure to announce, and was logged then (lose_place). */
+  if (client->cause != DEPARTURE_SHUTDOWN &&
+      client->cause != DEPARTURE_ROOM_LOST)
     depart(client, client->cause);
   close_after_flush(client);
 }
 
 /* ---- Serve: read input ----------------------------------------------- */
 
+/* Returns false to stop the framer: the client reads no more (it said QUIT,
+ * or was dropped), or its name waits for the room shared through Redis. */
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
   carry_out(client, session_on_frame(&client->session, &server.session, frame));
-  return client->state == CLIENT_OPEN;
+  return client->state == CLIENT_OPEN &&
+         !(client->join && client->join->waiting);
 }
 
 static void on_login_timeout(struct client *client) {
@@ -312,9 +361,15 @@ static void on_login_timeout(struct client *client) {
   carry_out(client, session_timed_out(&client->session));
 }
 
+static void end_of_input(struct client *client, ssize_t got);
+
 /* Waits for input (until the login deadline while the client has no name),
  * and carries out every line in it. */
 static void read_input(struct client *client) {
+  if (server.redis && !session_is_registered(&client->session)) {
+    read_name(client); /* its name may have to wait for Redis */
+    return;
+  }
   ssize_t got = co_read(
       client->fd, server.input, sizeof server.input,
       session_is_registered(&client->session) ? 0 : client->login_deadline);
@@ -323,7 +378,15 @@ static void read_input(struct client *client) {
     if (line_framer_push(&client->framer, server.input, (size_t)got, on_frame,
                          client) == FRAMER_NO_MEMORY)
       stop_client(client, CLIENT_DROPPED, DEPARTURE_ERROR);
-  } else if (got == 0) {
+  } else {
+    end_of_input(client, got);
+  }
+}
+
+/* A read that brought no bytes: the end of input, the login deadline, a
+ * wake-up from outside, or an error. */
+static void end_of_input(struct client *client, ssize_t got) {
+  if (got == 0) {
     /* End of input, maybe only a half-close: every complete line was
      * already handled; answer what is pending, then close. */
     stop_client(client, CLIENT_CLOSING, DEPARTURE_CLOSED);
@@ -332,6 +395,87 @@ static void read_input(struct client *client) {
   } else if (errno != ECANCELED) { /* woken: stopped from outside */
     stop_client(client, CLIENT_DROPPED, DEPARTURE_CLOSED); /* reset */
   }
+}
+
+/* ---- Serve: a name that waits for the room shared through Redis ------ */
+
+static bool skip_input(struct client *client, size_t length);
+static void wait_for_room(struct client *client, struct join *join);
+
+/* With --redis, a client without a name: a name line goes to Redis, and the
+ * session waits for the answer (wait_for_room) before it reads on. What the
+ * client sent after that line waits in the socket meanwhile, not here: the
+ * coroutine only peeks at its input, and takes from the socket what it
+ * carried out. */
+static void read_name(struct client *client) {
+  ssize_t got = co_peek(client->fd, server.input, sizeof server.input,
+                        client->login_deadline);
+  client->ran = true;
+  if (got <= 0) {
+    end_of_input(client, got);
+    return;
+  }
+  struct join join = {.waiting = false};
+  client->join = &join;
+  enum framer_status status = line_framer_push(&client->framer, server.input,
+                                               (size_t)got, on_frame, client);
+  bool waiting = join.waiting && client->state == CLIENT_OPEN;
+  size_t taken = waiting ? client->framer.consumed : (size_t)got;
+  if (!skip_input(client, taken))
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_CLOSED);
+  else if (status == FRAMER_NO_MEMORY)
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_ERROR);
+  if (join.waiting) {
+    wait_for_room(client, &join);
+    /* Closing instead (timed out, shutdown): the rest of the chunk is
+     * taken too, as a read would have taken it, so that the socket does
+     * not close with unread input (a reset, not a FIN). */
+    if (client->state != CLIENT_OPEN)
+      (void)skip_input(client, (size_t)got - taken);
+  }
+  client->join = NULL;
+}
+
+/* Takes from the socket the bytes peeked at and carried out (MSG_TRUNC:
+ * the kernel drops them without copying). */
+static bool skip_input(struct client *client, size_t length) {
+  while (length > 0) {
+    ssize_t skipped =
+        recv(client->fd, server.input,
+             length < sizeof server.input ? length : sizeof server.input,
+             MSG_TRUNC | MSG_DONTWAIT);
+    if (skipped <= 0)
+      return false;
+    length -= (size_t)skipped;
+  }
+  return true;
+}
+
+/* The name went to Redis (join_room answered STEP_JOIN_PENDING): the
+ * session waits here, reading nothing, until on_join_answered wakes it with
+ * the answer, which it carries out as the rest of its step. The login
+ * deadline still holds, and a client stopped meanwhile (shutdown) stops
+ * waiting; a name the room grants later is then released by the room,
+ * with nobody to give it to. */
+static void wait_for_room(struct client *client, struct join *join) {
+  enum task_outcome outcome = TASK_WOKEN;
+  while (join->waiting && client->state == CLIENT_OPEN &&
+         outcome != TASK_TIMEOUT)
+    outcome = co_sleep(client->login_deadline);
+  if (join->waiting) { /* no answer */
+    join->waiting = false;
+    if (server.redis)
+      redis_room_forget(server.redis, client);
+    if (outcome == TASK_TIMEOUT && client->state == CLIENT_OPEN)
+      on_login_timeout(client);
+    return;
+  }
+  if (client->state != CLIENT_OPEN) { /* stopped once it was answered */
+    release_name(client);
+    return;
+  }
+  carry_out_answer(client, (struct chat_text){join->name, join->length},
+                   join->answer);
 }
 
 /* ---- Depart, close after the last lines ------------------------------ */
@@ -380,8 +524,7 @@ static void list_remove(struct client *client) {
  * closed (and a descriptor is free again for accepting), its memory freed.
  * The task itself is freed by the loop once this function returns. */
 static void close_client(struct client *client) {
-  if (client->member >= 0) /* at shutdown: silently */
-    room_leave(server.room, client->member);
+  release_name(client);  /* at shutdown: silently */
   if (client->pending) { /* rare: unlink it from this turn's writes */
     struct client **link = &server.pending;
     while (*link != client)
@@ -422,6 +565,9 @@ static void shut_down(struct loop *loop, int fd, void *data, int ready) {
     return;
   server.shutting_down = true;
   log_shutting_down((int)received.ssi_signo, server.connections);
+  /* The other servers hear of our users' departures now, not after the
+   * lease; from here on the room is this server's own, for the goodbyes. */
+  close_redis_room();
   loop_unwatch(loop, fd, LOOP_READABLE);
   loop_timer_start(loop, &server.shutdown_deadline,
                    loop_now(loop) + SHUTDOWN_GRACE_MILLISECONDS,
@@ -578,9 +724,24 @@ static void send_to_client(void *client, const char *bytes, size_t length) {
   queue_output(client, bytes, length);
 }
 
+/* With Redis, a name is granted later (on_join_answered): the name asked
+ * for is kept in the join on the waiting coroutine's stack (read_name). */
 static const char *join_room(void *client, struct chat_text name) {
-  return room_join_member(server.room, name, (uintptr_t)client,
-                          &((struct client *)client)->member);
+  struct client *joining = client;
+  if (server.redis) {
+    struct join *join = joining->join;
+    if (!join) /* cannot be: with Redis, a name is read by read_name */
+      return STEP_ROOM_UNAVAILABLE;
+    const char *answer = redis_room_join(server.redis, joining, name);
+    if (answer == STEP_JOIN_PENDING) {
+      join->waiting = true;
+      join->length = (unsigned char)name.length;
+      memcpy(join->name, name.bytes, name.length);
+    }
+    return answer;
+  }
+  return room_join_member(server.room, name, (uintptr_t)joining,
+                          &joining->member);
 }
 
 /* The room's delivery interface: a room line, formatted once, copied into
@@ -588,23 +749,34 @@ static const char *join_room(void *client, struct chat_text name) {
 static void deliver(void *context, uintptr_t owner, struct chat_text line) {
   (void)context;
   struct client *client = (struct client *)owner;
-  if (client->state == CLIENT_OPEN)
+  if (client && client->state == CLIENT_OPEN) /* 0: another server's user */
     queue_output(client, line.bytes, line.length);
 }
 
 static bool say_to_room(void *client, struct chat_text line) {
   (void)client;
+  if (server.redis)
+    return redis_room_say(server.redis, line); /* heard when Redis says */
   room_broadcast(server.room, line, deliver, NULL);
   return true;
 }
 
+/* With Redis, the departure is heard when Redis gives it back, in the
+ * room's order (on_departed). */
 static void leave_room(void *client, struct chat_text departure) {
-  room_leave_member(server.room, &((struct client *)client)->member);
+  struct client *leaving = client;
+  if (server.redis) {
+    release_name(leaving);
+    return;
+  }
+  room_leave_member(server.room, &leaving->member);
   say_to_room(client, departure);
 }
 
 static const struct room *room_members(void *client) {
   (void)client;
+  if (server.redis && !redis_room_available(server.redis))
+    return NULL;
   return server.room;
 }
 
@@ -634,11 +806,174 @@ static void carry_out(struct client *client, struct session_step step) {
                  step);
 }
 
+/* The rest of a step whose name waited for the room (wait_for_room). */
+static void carry_out_answer(struct client *client, struct chat_text name,
+                             const char *stored) {
+  step_join_answered(&coroutine_model, client, &client->session,
+                     &server.session, name, stored);
+}
+
 /* A registered user leaves the room: everyone else is told, once. */
 static void depart(struct client *client, enum departure_cause cause) {
   log_departed(&client->peer, client->session.name, client->session.name_length,
                cause);
   carry_out(client, session_end(&client->session, &server.session));
+}
+
+/* ---- Helpers: the room shared through Redis (os/redis_room.h) -------- */
+
+/* The link's hooks run on the loop, from its callbacks (hiredis's replies,
+ * the tick), never inside a coroutine's step: they may touch any client, as
+ * shut_down does, and wake the coroutine a name waits in. */
+
+static void on_redis_tick(struct loop *loop, struct loop_timer *timer) {
+  redis_room_tick(server.redis);
+  loop_timer_start(
+      loop, timer,
+      loop_now(loop) +
+          (long long)(redis_room_tick_seconds(server.redis) * 1000),
+      on_redis_tick, NULL);
+}
+
+static int attach_redis(void *model, redisAsyncContext *context) {
+  (void)model;
+  return redis_loop_attach(context, server.loop);
+}
+
+/* Redis gives the room's lines back in the room's order; this server hands
+ * each to its own users. */
+static const char *on_arrived(void *model, void *client, struct chat_text name,
+                              struct chat_text line) {
+  (void)model;
+  int ignored;
+  struct client *joining = client;
+  const char *stored = room_join_member(server.room, name, (uintptr_t)joining,
+                                        joining ? &joining->member : &ignored);
+  if (stored && line.length > 0)
+    room_broadcast(server.room, line, deliver, NULL);
+  return stored;
+}
+
+static void on_said(void *model, struct chat_text line) {
+  (void)model;
+  room_broadcast(server.room, line, deliver, NULL);
+}
+
+static void on_departed(void *model, struct chat_text name,
+                        struct chat_text line) {
+  (void)model;
+  int member = room_find(server.room, name);
+  if (member < 0)
+    return;
+  struct client *owner = (struct client *)room_owner(server.room, member);
+  room_leave(server.room, member);
+  if (owner) /* not ours to leave: retired while it was still here */
+    lose_place(owner);
+  room_broadcast(server.room, line, deliver, NULL);
+}
+
+/* The answer to a name: handed to the coroutine that waits for it
+ * (wait_for_room), which carries it out in its own turn. */
+static void on_join_answered(void *model, void *client, struct chat_text name,
+                             const char *stored) {
+  (void)model;
+  (void)name; /* the join keeps its own copy */
+  struct client *joining = client;
+  if (!joining->join) /* cannot be: a join is forgotten when its wait ends */
+    return;
+  joining->join->waiting = false;
+  joining->join->answer = stored;
+  task_wake(joining->task);
+}
+
+/* This server lost its place in the room (retired, or Redis came back
+ * empty): its users are told and closed; clients still naming themselves
+ * stay, and their names wait for Redis to be back. */
+static void on_room_lost(void *model) {
+  (void)model;
+  for (struct client *client = server.first; client; client = client->next)
+    lose_place(client);
+  room_clear(server.room);
+}
+
+static const struct redis_room_model redis_model = {
+    .attach = attach_redis,
+    .arrived = on_arrived,
+    .join_answered = on_join_answered,
+    .said = on_said,
+    .departed = on_departed,
+    .lost = on_room_lost,
+};
+
+/* Enters the room (redis_room_open waits for it: before anyone is served)
+ * and starts the link's clock. */
+static bool open_redis_room(void) {
+  char error[512];
+  server.redis =
+      redis_room_open(&server.options, &redis_model, error, sizeof error);
+  if (!server.redis) {
+    fprintf(stderr, "chat-coroutine: %s\n", error);
+    return false;
+  }
+  if (!loop_timer_start(
+          server.loop, &server.redis_timer,
+          loop_now(server.loop) +
+              (long long)(redis_room_tick_seconds(server.redis) * 1000),
+          on_redis_tick, NULL)) {
+    fprintf(stderr, "chat-coroutine: cannot start the Redis timer: %s\n",
+            strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+/* This server's users depart from the room at once; no hook runs after. */
+static void close_redis_room(void) {
+  if (!server.redis)
+    return;
+  loop_timer_cancel(server.loop, &server.redis_timer);
+  redis_room_close(server.redis);
+  server.redis = NULL;
+}
+
+/* Lets go of the client's name, without a line to its users: the room's
+ * part of leave_room with Redis, a name granted to a client that stopped
+ * meanwhile, a client closed at shutdown. With Redis the member stays in
+ * the room, owned by nobody, until its departure comes back (on_departed);
+ * Redis announces it. */
+static void release_name(struct client *client) {
+  if (client->member < 0)
+    return;
+  if (server.redis) {
+    room_set_owner(server.room, client->member, 0);
+    redis_room_leave(server.redis,
+                     room_member_name(server.room, client->member));
+  } else {
+    room_leave(server.room, client->member);
+  }
+  client->member = -1;
+}
+
+/* The room let go of this client's name without its asking (the server was
+ * retired): a user is told and closed, with no departure (the room
+ * announced it); a name granted but not yet carried out is unavailable
+ * instead. */
+static void lose_place(struct client *client) {
+  client->member = -1;
+  struct join *join = client->join;
+  if (join && !join->waiting && join->answer &&
+      join->answer != STEP_ROOM_UNAVAILABLE)
+    join->answer = STEP_ROOM_UNAVAILABLE;
+  if (!session_is_registered(&client->session))
+    return;
+  if (client->state != CLIENT_OPEN) { /* it is going: nothing to announce */
+    (void)session_room_lost(&client->session);
+    return;
+  }
+  log_departed(&client->peer, client->session.name, client->session.name_length,
+               DEPARTURE_ROOM_LOST);
+  stop_client(client, CLIENT_CLOSING, DEPARTURE_ROOM_LOST);
+  carry_out(client, session_room_lost(&client->session));
 }
 
 /* ---- Helpers: setup, loop, teardown ---------------------------------- */
@@ -680,6 +1015,7 @@ static int descriptor_limit(void) {
 }
 
 static void free_everything(void) {
+  close_redis_room();
   while (server.first) { /* only after an early stop: none is left */
     struct client *client = server.first;
     list_remove(client);

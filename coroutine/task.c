@@ -132,15 +132,24 @@ static ssize_t fail(enum task_outcome outcome) {
   return -1;
 }
 
-ssize_t co_read(int fd, void *buffer, size_t length, long long deadline) {
+static ssize_t receive(int fd, void *buffer, size_t length, int flags,
+                       long long deadline) {
   for (;;) {
-    ssize_t got = recv(fd, buffer, length, MSG_DONTWAIT);
+    ssize_t got = recv(fd, buffer, length, flags | MSG_DONTWAIT);
     if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
       return got;
     enum task_outcome outcome = co_wait(fd, LOOP_READABLE, deadline);
     if (outcome != TASK_READY)
       return fail(outcome);
   }
+}
+
+ssize_t co_read(int fd, void *buffer, size_t length, long long deadline) {
+  return receive(fd, buffer, length, 0, deadline);
+}
+
+ssize_t co_peek(int fd, void *buffer, size_t length, long long deadline) {
+  return receive(fd, buffer, length, MSG_PEEK, deadline);
 }
 
 ssize_t co_write(int fd, const void *bytes, size_t length, long long deadline) {

@@ -57,6 +57,11 @@ enum task_outcome co_wait(int fd, int mask, long long deadline);
  * errno ETIMEDOUT once the deadline (0: none) passes, ECANCELED when woken,
  * and the call's own errors. */
 ssize_t co_read(int fd, void *buffer, size_t length, long long deadline);
+/* co_read() with MSG_PEEK: the bytes stay in the socket, to be read (or
+ * dropped) later. A session that may have to wait in the middle of its
+ * input (a name waiting for the room shared through Redis) leaves the rest
+ * there instead of holding it. */
+ssize_t co_peek(int fd, void *buffer, size_t length, long long deadline);
 ssize_t co_write(int fd, const void *bytes, size_t length, long long deadline);
 
 /* Sleeps until `deadline` (TASK_TIMEOUT) or a wake-up (TASK_WOKEN). */
