@@ -1621,6 +1621,10 @@ def partition(c):
         if took < c.lease / 2:
             fail(f"{user.label}: {LOST!r} {took:.2f} s after the cut: users "
                  f"must stay connected until the lease has passed")
+        if took > c.lease + seconds(1):
+            fail(f"{user.label}: {LOST!r} only {took:.2f} s after the cut, "
+                 f"expected once the lease ({c.lease:g} s) has passed "
+                 f"(+ {seconds(1):g} s)")
         if user.snapshot()[-1] != LOST:
             fail(f"{user.label}: {LOST!r} should be the last line"
                  + user.context())
