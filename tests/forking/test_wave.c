@@ -18,6 +18,13 @@
  *      counts the stopped one is given up after WAVE_TIMEOUT_MILLISECONDS,
  *      by this process, which left its lines to it, as a writer does), and
  *      the stopped one too once continued.
+ *   4. Mail (with --redis, a room with mailboxes): this process posts to
+ *      a lone reader under the lock, publishing no line, 2,000 times at
+ *      random moments (as it sleeps, works or goes to sleep; it also wakes
+ *      now and then by itself, as a child does for its socket): each post
+ *      must reach it within a second. Alone, it gets no edge from a wave
+ *      that wakes others: only shared_room_may_sleep's look at the mailbox
+ *      keeps it from sleeping on a post made while it worked.
  *
  * Every wait has a deadline; on failure, the readers are killed with the
  * test (PR_SET_PDEATHSIG). */
@@ -46,6 +53,7 @@
 #define BATCH_LINES 2000
 #define KILL_ROUNDS 300
 #define STOP_ROUNDS 3
+#define MAIL_POSTS 2000
 
 static struct shared_room *shared;
 
@@ -53,16 +61,28 @@ static struct shared_room *shared;
 struct progress {
   _Atomic uint64_t seen[SLOTS]; /* the head each reader has reached */
   _Atomic uint64_t wakes[SLOTS];
+  _Atomic uint64_t mail[SLOTS]; /* posts each reader has taken */
 };
 static struct progress *progress;
 
 static pid_t readers[READERS];
 static unsigned slot_of[READERS];
 static unsigned next_slot;
+static bool mailboxes; /* part 4: the room has them */
 
 static void fail(const char *what) {
   fprintf(stderr, "test_wave: %s\n", what);
   exit(1);
+}
+
+static void busy_microseconds(long microseconds) {
+  struct timespec start, now;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  do
+    clock_gettime(CLOCK_MONOTONIC, &now);
+  while ((now.tv_sec - start.tv_sec) * 1000000L +
+             (now.tv_nsec - start.tv_nsec) / 1000 <
+         microseconds);
 }
 
 /* A reader: a chat-forking child's waiting, with nothing to copy. */
@@ -77,9 +97,19 @@ static _Noreturn void read_room(unsigned slot) {
   for (;;) {
     uint64_t seen = shared_room_published(shared);
     atomic_store(&progress->seen[slot], seen);
+    uint64_t arrival;
+    unsigned mail =
+        mailboxes ? shared_room_take_mail(shared, slot, &arrival) : 0;
+    if (mail)
+      atomic_fetch_add(&progress->mail[slot], mail / SHARED_MAIL_REFUSED);
+    if (mailboxes) /* a child works here: reads, copies, sends */
+      busy_microseconds(rand() % 100);
     if (shared_room_may_sleep(shared, slot, seen)) {
       struct epoll_event ready;
-      epoll_wait(epoll, &ready, 1, -1);
+      /* With mailboxes, it also wakes now and then as a child does for
+       * its socket: not woken by a wave, it owes none, and only the
+       * mailbox check keeps it from sleeping on mail posted meanwhile. */
+      epoll_wait(epoll, &ready, 1, mailboxes && rand() % 2 ? 1 : -1);
       shared_room_awake(shared, slot);
       atomic_fetch_add(&progress->wakes[slot], 1);
     }
@@ -94,6 +124,9 @@ static void start_reader(int i) {
   shared_room_slots_in_use(shared, next_slot);
   atomic_store(&progress->seen[slot], 0);
   atomic_store(&progress->wakes[slot], 0);
+  atomic_store(&progress->mail[slot], 0);
+  if (mailboxes)
+    shared_room_clear_mail(shared, slot);
   pid_t pid = fork();
   if (pid < 0)
     fail("fork");
@@ -229,6 +262,42 @@ int main(void) {
          (unsigned long long)waves.given_up);
   for (int i = 0; i < READERS; i++)
     end_reader(i, SIGKILL);
+  shared_room_destroy(shared);
+
+  /* 4. Mail, in a room with mailboxes, as with --redis. */
+  shared = shared_room_create_cluster(SLOTS, SLOTS, RING_BYTES);
+  if (!shared)
+    fail("cannot map the room with mailboxes");
+  mailboxes = true;
+  next_slot = 0;
+  start_reader(0);
+  uint64_t posted[READERS] = {0};
+  for (int post = 0; post < MAIL_POSTS; post++) {
+    int to = 0;
+    if (rand() % 4 == 0)
+      publish(1); /* lines too, now and then */
+    shared_room_lock(shared);
+    shared_room_post(shared, slot_of[to], SHARED_MAIL_REFUSED, 0);
+    shared_room_unlock(shared);
+    posted[to]++;
+    long long deadline = now_milliseconds() + 1000;
+    while (atomic_load(&progress->mail[slot_of[to]]) != posted[to]) {
+      if (now_milliseconds() > deadline) {
+        char message[160];
+        snprintf(message, sizeof message,
+                 "post %d: reader %d took %llu of %llu posts", post, to,
+                 (unsigned long long)atomic_load(&progress->mail[slot_of[to]]),
+                 (unsigned long long)posted[to]);
+        fail(message);
+      }
+      pause_microseconds(50);
+    }
+    pause_microseconds(rand() % 2000); /* it may wake by itself */
+  }
+  printf("test_wave: %d posts to a reader at random moments, each taken; "
+         "ok\n",
+         MAIL_POSTS);
+  end_reader(0, SIGKILL);
   shared_room_destroy(shared);
   return 0;
 }
