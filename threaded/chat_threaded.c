@@ -26,22 +26,42 @@
  * cannot take waits for the client's own thread, which a signal wakes from
  * its ppoll. The threads' stacks come from a pool (stack_pool.h).
  *
+ * One room across servers (--redis, docs/PROTOCOL.md section 7): one more
+ * thread, the bridge (bridge.h), owns the link to Redis; no client's
+ * thread ever speaks to Redis. A line said or a name released is a request
+ * handed to the bridge, and the sender goes on at once; a name asked for is
+ * one too, and the client's thread waits for the answer, reading nothing
+ * more meanwhile. Every room line comes back from Redis, this server's
+ * own users' included (everyone on every server sees Redis's one order),
+ * and the bridge hands it to the room as a sender's thread does without
+ * Redis: under the room lock, through the outbox. The room then holds the
+ * users of every server; those of other servers have no client here
+ * (owner 0), and deliveries skip them. Redis lost for good: the bridge
+ * stops this server's users the way shutdown stops every client.
+ *
  * Its cost: a connection is a thread: a stack (76 KiB reserved, about
  * 20 KiB of it touched), a kernel task with a kernel stack, and a context
- * switch for each chunk of input it reads.
+ * switch for each chunk of input it reads. With --redis, one thread and
+ * two Redis connections more per server, a copy of each line said into
+ * the bridge's queue, and two context switches for each name asked for.
  *
  * Where it breaks: memory and limits grow with the threads (stacks, kernel
  * tasks, pid_max, RLIMIT_NPROC, vm.max_map_count); the one room lock
  * serialises every broadcast, and a sender's thread spends a send per
- * recipient. What it buys is the code: each session reads down one
- * function, as if it were the only one. */
+ * recipient. With --redis the bridge's one thread spends that send per
+ * recipient for every line of every server: it, not the senders, bounds
+ * the server's deliveries. What it buys is the code: each session reads
+ * down one function, as if it were the only one. */
+#include "bridge.h"
 #include "client.h"
+#include "cluster.h"
 #include "options.h"
 #include "os/clock.h"
 #include "os/heap.h"
 #include "os/listener.h"
 #include "os/log.h"
 #include "os/policy.h"
+#include "os/redis_room.h"
 #include "os/refuse.h"
 #include "os/startup.h"
 #include "outbox.h"
@@ -87,8 +107,9 @@ struct client_list {
 static struct server {
   struct chat_options options;
   pthread_mutex_t room_lock; /* the room, and the clients that ended */
-  struct room *room;
-  struct client *ended; /* closed clients whose threads are to be joined */
+  struct room *room;         /* with --redis, every server's users */
+  struct client *ended;      /* closed clients whose threads are to be joined */
+  struct bridge *bridge;     /* with --redis: the link to Redis; NULL without */
   struct session_context session; /* each thread copies it, with a scratch */
   /* The main thread's alone: */
   int listener;
@@ -116,6 +137,8 @@ static void *serve(void *arg);
 static bool serve_turn(struct client *client);
 static void read_input(struct client *client);
 static bool on_frame(void *context, const struct frame *frame);
+static void await_join(struct client *client);
+static const char *await_answer(struct client *client);
 static void depart(struct client *client, enum departure_cause cause);
 static void close_after_flush(struct client *client);
 static bool flush_last_lines(struct client *client, long long deadline);
@@ -125,6 +148,7 @@ static void shut_down(int signal_number);
 static void stop_all(enum client_state state);
 
 static void carry_out(struct client *client, struct session_step step);
+static void carry_out_answer(struct client *client, const char *stored);
 static bool is_open(struct client *client);
 static bool stop_client(struct client *client, enum client_state state,
                         enum departure_cause cause);
@@ -136,6 +160,7 @@ static void list_append(struct client_list *list, struct client *client);
 static void list_remove(struct client_list *list, struct client *client);
 static const char *set_up_threads(void);
 static const char *set_up_signals(void);
+static bool open_redis_room(void);
 static void free_everything(void);
 
 /* ---- main ------------------------------------------------------------ */
@@ -149,7 +174,12 @@ int main(int argc, char *argv[]) {
   /* Each thread has its own scratch, on its stack. */
   server.session = session_context_make(server.options.room_name,
                                         server.options.max_line, false);
-  server.room = room_create(server.options.max_clients);
+  /* With --redis, the room is the whole cluster's: it holds more users
+   * than this server's --max-clients (pages are touched only as used). */
+  server.room =
+      room_create(server.options.redis_url
+                      ? cluster_room_capacity(server.options.max_clients)
+                      : server.options.max_clients);
   const char *failed = !server.room ? "room_create" : set_up_threads();
   if (!failed) {
     server.finished = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -160,11 +190,16 @@ int main(int argc, char *argv[]) {
     free_everything();
     return 1;
   }
+  if (server.options.redis_url && !open_redis_room()) {
+    free_everything();
+    return 1;
+  }
 
   options_print_startup(&server.options, port, stdout);
   log_line("%s running on port %u: chat-threaded, a thread per connection "
-           "(%zu KiB stacks)",
-           server.options.room_name, port, server.stacks.stack_size / 1024);
+           "(%zu KiB stacks)%s",
+           server.options.room_name, port, server.stacks.stack_size / 1024,
+           server.bridge ? "; the room through Redis, by a bridge thread" : "");
 
   shut_down(accept_until_signal());
 
@@ -256,6 +291,7 @@ static void on_accept(int fd, const struct sockaddr *address) {
   client->peer = peer;
   client->member = -1;
   pthread_mutex_init(&client->lock, NULL);
+  pthread_cond_init(&client->answered, NULL);
   line_framer_init(&client->framer, server.options.max_line);
   if (server.options.login_timeout > 0)
     client->login_deadline =
@@ -272,6 +308,7 @@ static void on_accept(int fd, const struct sockaddr *address) {
     server.connections--;
     stack_pool_give_back(&server.stacks, stack);
     pthread_mutex_destroy(&client->lock);
+    pthread_cond_destroy(&client->answered);
     free(client);
     char reason[128];
     snprintf(reason, sizeof reason, "cannot start a thread: %s",
@@ -375,7 +412,36 @@ static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
   carry_out(client,
             session_on_frame(&client->session, &client->context, frame));
+  if (client->joining) /* with --redis: Redis answers a name */
+    await_join(client);
   return is_open(client);
+}
+
+/* With --redis, a name asked for is Redis's to accept: the thread waits for
+ * the bridge's answer, reading nothing more meanwhile, then carries it out.
+ * A name accepted is carried out even for a client that is closing (the
+ * room must hear of its departure); any other answer, only for one still
+ * open (for one closing, its last line is next). */
+static void await_join(struct client *client) {
+  const char *answer = await_answer(client);
+  client->joining = false;
+  bool accepted = answer && answer != STEP_ROOM_UNAVAILABLE;
+  if (accepted || is_open(client)) /* accepted: the name is its own copy */
+    carry_out_answer(client, accepted ? client->name : answer);
+}
+
+/* The client's thread waits for the bridge to answer what it asked (a name,
+ * or to forget it), whatever else happens meanwhile: the bridge answers
+ * everything it took, within the lease at the latest (bridge.h), and the
+ * client does not end before, so that no answer ever finds it gone. */
+static const char *await_answer(struct client *client) {
+  pthread_mutex_lock(&client->lock);
+  while (!client->has_answer)
+    pthread_cond_wait(&client->answered, &client->lock);
+  const char *answer = client->answer;
+  client->has_answer = false;
+  pthread_mutex_unlock(&client->lock);
+  return answer;
 }
 
 /* There is no timer to schedule: each thread sleeps with its own deadline
@@ -396,11 +462,16 @@ static void on_login_timeout(struct client *client) {
 
 /* ---- Depart, close after the last lines ------------------------------ */
 
-/* A registered user leaves the room: everyone else is told, once. */
+/* A registered user leaves the room: everyone else is told, once. With
+ * --redis, a user whose room was lost (its name retired by Redis already)
+ * is only told. */
 static void depart(struct client *client, enum departure_cause cause) {
   log_departed(&client->peer, client->session.name, client->session.name_length,
                cause);
-  carry_out(client, session_end(&client->session, &client->context));
+  if (cause == DEPARTURE_ROOM_LOST)
+    carry_out(client, session_room_lost(&client->session));
+  else
+    carry_out(client, session_end(&client->session, &client->context));
 }
 
 /* Says the last lines, for FLUSH_TIMEOUT_MILLISECONDS at most, so that a
@@ -432,6 +503,10 @@ static bool flush_last_lines(struct client *client, long long deadline) {
  * and hands it to the main thread, which joins the thread and frees the
  * record: only the main thread frees clients. */
 static void close_client(struct client *client) {
+  /* With --redis, the bridge may hold a line of its still: it is done with
+   * the client once it has forgotten it. */
+  if (server.bridge && bridge_forget(server.bridge, client))
+    await_answer(client);
   outbox_stop_writing(client);
   close(client->fd);
   line_framer_release(&client->framer);
@@ -462,6 +537,7 @@ static void reap_ended(void) {
     server.connections--;
     stack_pool_give_back(&server.stacks, client->stack);
     pthread_mutex_destroy(&client->lock);
+    pthread_cond_destroy(&client->answered);
     free(client);
     client = next;
   }
@@ -471,11 +547,16 @@ static void reap_ended(void) {
 
 /* SIGINT, SIGTERM or SIGHUP: stop accepting, tell every client's thread to
  * say goodbye and close, give the goodbyes a moment to drain, then drop the
- * clients that could not take theirs; return once every thread is joined. */
+ * clients that could not take theirs; return once every thread is joined.
+ * With --redis the bridge leaves the room meanwhile (once no client hears
+ * anything more of the room), so that this server's users depart on every
+ * other server at once. */
 static void shut_down(int signal_number) {
   log_shutting_down(signal_number, server.connections);
   long long grace = now_milliseconds() + SHUTDOWN_GRACE_MILLISECONDS;
   stop_all(CLIENT_CLOSING);
+  if (server.bridge)
+    bridge_stop(server.bridge);
   while (server.clients.first) {
     long long left = grace - now_milliseconds();
     if (left <= 0 && grace > 0) { /* out of time: no more last lines */
@@ -488,6 +569,9 @@ static void shut_down(int signal_number) {
       (void)eventfd_read(server.finished, &count); /* only to empty it */
     reap_ended();
   }
+  if (server.bridge)
+    bridge_close(server.bridge);
+  server.bridge = NULL;
 }
 
 /* Stops every client whose thread is not joined yet (the main thread
@@ -520,24 +604,51 @@ static void unlock_room(void *client) {
   self->to_write = NULL;
 }
 
+/* With --redis the room's part of a step is a request to the bridge: a
+ * name is answered later (await_join), a line and a departure come back
+ * from Redis (the next section), and while Redis is away the room answers
+ * "unavailable" at once. */
 static const char *join_room(void *client, struct chat_text name) {
-  return room_join_member(server.room, name, (uintptr_t)client,
-                          &((struct client *)client)->member);
+  struct client *self = client;
+  if (!server.bridge)
+    return room_join_member(server.room, name, (uintptr_t)client,
+                            &self->member);
+  memcpy(self->name, name.bytes, name.length);
+  self->name_length = (unsigned char)name.length;
+  if (!bridge_join(server.bridge, self, name))
+    return STEP_ROOM_UNAVAILABLE;
+  self->joining = true;
+  return STEP_JOIN_PENDING;
 }
 
 static bool say_to_room(void *client, struct chat_text line) {
+  if (server.bridge)
+    return bridge_say(server.bridge, client, line);
   room_broadcast(server.room, line, outbox_deliver,
                  &((struct client *)client)->to_write);
   return true;
 }
 
+/* With --redis the room keeps the name, with no client, until its
+ * departure comes back from Redis. */
 static void leave_room(void *client, struct chat_text departure) {
-  room_leave_member(server.room, &((struct client *)client)->member);
-  say_to_room(client, departure);
+  struct client *self = client;
+  if (!server.bridge) {
+    room_leave_member(server.room, &self->member);
+    say_to_room(client, departure);
+    return;
+  }
+  if (self->member >= 0)
+    room_set_owner(server.room, self->member, 0);
+  self->member = -1;
+  bridge_leave(server.bridge,
+               (struct chat_text){self->name, self->name_length});
 }
 
 static const struct room *room_members(void *client) {
   (void)client;
+  if (server.bridge && !bridge_available(server.bridge))
+    return NULL;
   return server.room;
 }
 
@@ -569,6 +680,134 @@ static void carry_out(struct client *client, struct session_step step) {
                  step);
 }
 
+/* With --redis: the room's answer to the name the client asked for. */
+static void carry_out_answer(struct client *client, const char *stored) {
+  step_join_answered(
+      &threaded_model, client, &client->session, &client->context,
+      (struct chat_text){client->name, client->name_length}, stored);
+}
+
+/* ---- Helpers: the room shared through Redis (bridge.h) -------------- */
+
+/* The link's hooks (os/redis_room.h), which the bridge calls on its thread.
+ * A room line from Redis is handed to the room as a sender's thread hands
+ * one without Redis: queued for every member of this server under the room
+ * lock, then written to the sockets it claimed once the lock is let go. */
+
+static void unlock_and_write(struct client *to_write) {
+  pthread_mutex_unlock(&server.room_lock);
+  outbox_write_claimed(to_write);
+}
+
+/* A user arrived: `client` is this server's client whose name it is
+ * (waiting in await_join), or NULL. */
+static const char *on_arrived(void *model, void *client, struct chat_text name,
+                              struct chat_text line) {
+  (void)model;
+  struct client *to_write = NULL;
+  const char *stored = NULL;
+  pthread_mutex_lock(&server.room_lock);
+  int member = room_join(server.room, name, (uintptr_t)client, &stored);
+  if (member >= 0 && client)
+    ((struct client *)client)->member = member;
+  if (member >= 0 && line.length > 0)
+    room_broadcast(server.room, line, outbox_deliver, &to_write);
+  unlock_and_write(to_write);
+  return member >= 0 ? stored : NULL; /* -1: the room is full */
+}
+
+static void on_said(void *model, struct chat_text line) {
+  (void)model;
+  struct client *to_write = NULL;
+  pthread_mutex_lock(&server.room_lock);
+  room_broadcast(server.room, line, outbox_deliver, &to_write);
+  unlock_and_write(to_write);
+}
+
+/* A departure. The name is another server's user, or one of ours that left
+ * (no client any more), or one of ours still here: the room retired this
+ * server's users while it was cut off, and the room is lost for it. */
+static void on_departed(void *model, struct chat_text name,
+                        struct chat_text line) {
+  (void)model;
+  struct client *to_write = NULL;
+  pthread_mutex_lock(&server.room_lock);
+  int member = room_find(server.room, name);
+  if (member >= 0) { /* not found: its arrival found the room full */
+    struct client *owner = (struct client *)room_owner(server.room, member);
+    if (owner) {
+      owner->member = -1;
+      stop_client(owner, CLIENT_CLOSING, DEPARTURE_ROOM_LOST);
+    }
+    room_leave(server.room, member);
+    room_broadcast(server.room, line, outbox_deliver, &to_write);
+  }
+  unlock_and_write(to_write);
+}
+
+/* Wakes the client's thread in await_answer. After the unlock, the client
+ * may be gone. */
+static void answer_client(struct client *waiting, const char *answer) {
+  pthread_mutex_lock(&waiting->lock);
+  waiting->answer = answer;
+  waiting->has_answer = true;
+  pthread_cond_signal(&waiting->answered);
+  pthread_mutex_unlock(&waiting->lock);
+}
+
+static void on_join_answered(void *model, void *client, struct chat_text name,
+                             const char *stored) {
+  (void)model;
+  (void)name;
+  answer_client(client, stored);
+}
+
+/* This server lost its place in the room: every user of it is stopped the
+ * way shutdown stops a client (its thread says "Room connection lost" and
+ * closes), and the room is emptied, to be entered anew. */
+static void on_room_lost(void *model) {
+  (void)model;
+  pthread_mutex_lock(&server.room_lock);
+  for (int member = room_first(server.room); member >= 0;
+       member = room_next(server.room, member)) {
+    struct client *owner = (struct client *)room_owner(server.room, member);
+    if (owner) {
+      owner->member = -1;
+      stop_client(owner, CLIENT_CLOSING, DEPARTURE_ROOM_LOST);
+    }
+  }
+  room_clear(server.room);
+  pthread_mutex_unlock(&server.room_lock);
+}
+
+/* A line said while the room looked reachable, which the link refused
+ * after all (Redis went away meanwhile): its sender is told, as it would
+ * have been at once, unless it is closing. */
+static void on_refused(void *client) {
+  static const char unavailable[] = CHAT_ROOM_UNAVAILABLE;
+  struct client *to_write = NULL;
+  outbox_deliver(&to_write, (uintptr_t)client,
+                 (struct chat_text){unavailable, sizeof unavailable - 1});
+  outbox_write_claimed(to_write);
+}
+
+static void on_forgotten(void *client) {
+  answer_client(client, NULL);
+}
+
+static const struct bridge_model redis_model = {
+    .room =
+        {
+            .arrived = on_arrived,
+            .join_answered = on_join_answered,
+            .said = on_said,
+            .departed = on_departed,
+            .lost = on_room_lost,
+        },
+    .refused = on_refused,
+    .forgotten = on_forgotten,
+};
+
 /* ---- Helpers: a client's state --------------------------------------- */
 
 static bool is_open(struct client *client) {
@@ -579,8 +818,9 @@ static bool is_open(struct client *client) {
 }
 
 /* Stops a client and wakes its thread, which then departs and closes. The
- * caller is that thread, or a broadcast holding the room lock with the
- * client in the room, or the main thread, which alone frees clients.
+ * caller is that thread, or a broadcast or the bridge holding the room lock
+ * with the client in the room, or the main thread, which alone frees
+ * clients.
  * Returns whether the client was open: then `cause` is why it leaves. */
 static bool stop_client(struct client *client, enum client_state state,
                         enum departure_cause cause) {
@@ -677,6 +917,18 @@ static const char *set_up_threads(void) {
     return "pthread_attr_init";
   }
   return NULL;
+}
+
+/* With --redis: enters the room through Redis and starts the bridge's
+ * thread, which inherits the signal mask (set_up_signals comes first).
+ * Returns false, having said why, when Redis cannot be used. */
+static bool open_redis_room(void) {
+  char error[512];
+  server.bridge =
+      bridge_open(&server.options, &redis_model, error, sizeof error);
+  if (!server.bridge)
+    fprintf(stderr, "chat-threaded: %s\n", error);
+  return server.bridge != NULL;
 }
 
 static void free_everything(void) {

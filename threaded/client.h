@@ -7,6 +7,7 @@
 #include "line_framer.h"
 #include "os/log.h"
 #include "os/peer_address.h"
+#include "protocol.h"
 #include "session.h"
 
 #include <pthread.h>
@@ -30,8 +31,16 @@ struct client {
   struct session session;
   struct session_context context; /* its scratch is on the thread's stack */
   struct peer_address peer;
-  int member;        /* index in the room while registered */
+  int member;        /* index in the room while registered (under the
+                        room lock) */
   bool writing_self; /* the client's thread holds `writing` */
+
+  /* With --redis, the client's thread's own: the name it asked for, which
+   * its session names it by once accepted (the room's copy goes when Redis
+   * is lost), and whether it waits for the room's answer. */
+  char name[CHAT_NAME_MAX_BYTES];
+  unsigned char name_length;
+  bool joining;
 
   /* Used by the thread that holds `writing` (outbox.c): */
   struct byte_buffer sending;   /* taken from `queued`, written unlocked */
@@ -46,6 +55,11 @@ struct client {
   bool sleeping;             /* the client's thread is going to sleep */
   enum client_state state;
   enum departure_cause cause; /* why it stopped being open */
+  /* With --redis: the bridge's answer to what its thread waits for (a
+   * name, or being forgotten: await_answer). */
+  pthread_cond_t answered; /* signalled when it comes */
+  bool has_answer;
+  const char *answer; /* a name's, as step_join_answered() takes it */
 };
 
 /* Under client->lock (chat_threaded.c): marks a client too slow, or that

@@ -72,6 +72,8 @@ bool queue_output(struct client *client, const char *bytes, size_t length,
 void outbox_deliver(void *context, uintptr_t owner, struct chat_text line) {
   struct client **to_write = context;
   struct client *client = (struct client *)owner;
+  if (!client) /* a user of another server, or one that left (--redis) */
+    return;
   if (queue_output(client, line.bytes, line.length, true)) {
     client->next_to_write = *to_write;
     *to_write = client;

@@ -57,7 +57,8 @@ bool queue_output(struct client *client, const char *bytes, size_t length,
 /* The room's delivery interface (room_broadcast), under the room lock: a
  * room line to one member. The line was formatted once; each recipient
  * gets a copy of its bytes in its queue. Sockets claimed here go on the
- * list `context` points to, for outbox_write_claimed(). */
+ * list `context` points to, for outbox_write_claimed(). A member with no
+ * client (owner 0: with --redis, a user of another server) is skipped. */
 void outbox_deliver(void *context, uintptr_t owner, struct chat_text line);
 
 /* After a broadcast, out of the room lock: writes to every socket it
