@@ -36,7 +36,8 @@
  * crosses Redis once per server. The parent is then the room's only
  * writer; it answers a child (its name granted or taken, a line refused,
  * the room lost) through the child's mailbox in the shared mapping, woken
- * by the same wave as the room's lines (README.md: the cluster).
+ * by the same wave as the room's lines (README.md: one room across
+ * servers).
  *
  * A client is dropped for its backlog only when its own process has had
  * the chance to write: what its socket refused, plus what the room
