@@ -11,6 +11,12 @@ N) and a few users leave and come back all the time, so the server's
 process or thread count grows and shrinks. Every bot reads everything it is
 sent (a bot that stopped reading would be dropped as a slow client).
 
+Several servers sharing one room (demo/classroom.sh cluster): --port takes
+a comma list, and each new bot connects to the server with the fewest bots
+(a server that refuses is left alone for a few seconds, so that when one is
+killed its bots come back on the others). With --tags, one per port, each
+bot's name says its server: ada17@forking, linus3@evented.
+
 One thread, one epoll loop (selectors), standard library only. Bounded:
 --duration seconds (0 = until SIGINT/SIGTERM), then every bot says QUIT.
 A status line goes to standard output every few seconds.
@@ -60,11 +66,13 @@ LEAVING = ["bye", "gotta go", "see you", "later all", "off to class"]
 
 
 class Bot:
-    __slots__ = ("name", "sock", "state", "inbox", "outbox", "joined_at")
+    __slots__ = ("name", "sock", "state", "inbox", "outbox", "joined_at",
+                 "port")
 
-    def __init__(self, name, sock):
+    def __init__(self, name, sock, port):
         self.name = name
         self.sock = sock
+        self.port = port
         self.state = "connecting"  # -> naming -> chatting -> leaving
         self.inbox = b""
         self.outbox = b""
@@ -85,7 +93,8 @@ class Crowd:
         self.refused = 0
         self.dropped = 0
         self.last_refusal = ""
-        self.pause_until = 0.0  # after a refusal, connecting waits a second
+        self.pause_until = {port: 0.0 for port in config.ports}  # after a
+        # refusal, connecting to that server waits a while
         self.next_line = self.started
         self.stopping = False
         self.random = random.Random(config.seed)
@@ -101,28 +110,48 @@ class Crowd:
         dip = (1 - math.cos(phase)) / 2  # 0 .. 1 .. 0 over one wave
         return round(n - dip * (1 - self.config.low) * n)
 
-    def new_name(self):
+    def new_name(self, port=None):
+        tag = self.config.tag_of.get(port)
+        suffix = f"@{tag}" if tag else ""
         for _ in range(1000):
-            name = f"{self.random.choice(NAMES)}{self.random.randrange(100)}"
+            name = (f"{self.random.choice(NAMES)}"
+                    f"{self.random.randrange(100)}{suffix}")
             if name not in self.used_names:
                 return name
-        return f"bot{self.random.randrange(10 ** 9)}"
+        return f"bot{self.random.randrange(10 ** 9)}{suffix}"
 
-    def refused_one(self, why):
+    def refused_one(self, why, port):
         self.refused += 1
         self.last_refusal = why
-        self.pause_until = time.monotonic() + 1.0
+        # One server: try again in a second. Several: that one may be gone
+        # (killed in the demo); the others take the newcomers meanwhile.
+        self.pause_until[port] = time.monotonic() + (
+            1.0 if len(self.config.ports) == 1 else 5.0)
+
+    def pick_port(self, now):
+        """The server with the fewest bots, of those not refusing now."""
+        counts = {port: 0 for port in self.config.ports}
+        for bot in self.bots.values():
+            counts[bot.port] = counts.get(bot.port, 0) + 1
+        ready = [port for port in self.config.ports
+                 if now >= self.pause_until[port]]
+        if not ready:
+            return None
+        return min(ready, key=lambda port: counts[port])
 
     def connect_one(self):
+        port = self.pick_port(time.monotonic())
+        if port is None:
+            return False
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        result = sock.connect_ex((self.config.host, self.config.port))
+        result = sock.connect_ex((self.config.host, port))
         if result not in (0, errno.EINPROGRESS):
             sock.close()
-            self.refused_one(os.strerror(result))
+            self.refused_one(os.strerror(result), port)
             return False
-        bot = Bot(self.new_name(), sock)
+        bot = Bot(self.new_name(port), sock, port)
         self.used_names.add(bot.name)
         self.bots[sock] = bot
         self.selector.register(sock, selectors.EVENT_READ |
@@ -136,7 +165,7 @@ class Crowd:
                                      if b.state == "leaving")
         want = self.target(now)
         budget = max(1, int(self.config.connect_rate * dt))
-        if alive < want and not self.stopping and now >= self.pause_until:
+        if alive < want and not self.stopping:
             for _ in range(min(budget, want - alive)):
                 if not self.connect_one():
                     break
@@ -203,13 +232,23 @@ class Crowd:
             self.dropped += 1
 
     def on_readable(self, bot):
+        failure = None
         try:
             data = bot.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
+        except OSError as error:
             data = b""
+            failure = error
         if not data:
+            if bot.state == "connecting" and not bot.inbox:
+                # Never connected (a server that is gone refuses): not a
+                # bot the server cut off; leave that server alone a while.
+                self.refused_one(
+                    os.strerror(failure.errno) if failure and failure.errno
+                    else "closed before the welcome", bot.port)
+                self.close(bot)
+                return
             self.close(bot, dropped=bot.state != "leaving")
             return
         if bot.state == "chatting" or bot.state == "leaving":
@@ -228,13 +267,17 @@ class Crowd:
                 self.joined += 1
             elif b"not available" in bot.inbox:
                 self.used_names.discard(bot.name)
-                bot.name = self.new_name()
+                bot.name = self.new_name(bot.port)
                 self.used_names.add(bot.name)
                 bot.inbox = b""
                 bot.outbox += bot.name.encode() + b"\r\n"
                 self.want_write(bot)
             elif b"Server full" in bot.inbox:
-                self.refused_one("server full")
+                self.refused_one("server full", bot.port)
+                self.close(bot)
+            elif b"Room unavailable" in bot.inbox:
+                # The server cannot reach the room (Redis is gone): wait.
+                self.refused_one("room unavailable", bot.port)
                 self.close(bot)
             elif len(bot.inbox) > 65536:
                 bot.inbox = bot.inbox[-4096:]
@@ -243,7 +286,7 @@ class Crowd:
         if bot.state == "connecting" and not bot.outbox:
             error = bot.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error:
-                self.refused_one(os.strerror(error))
+                self.refused_one(os.strerror(error), bot.port)
                 self.close(bot)
                 return
         if bot.outbox:
@@ -270,6 +313,13 @@ class Crowd:
                 f"the room (target {self.target(now)}), {naming} joining; "
                 f"{self.joined} joined, {self.left} left, {self.sent} lines "
                 f"sent")
+        if len(self.config.ports) > 1:
+            counts = {}
+            for bot in self.chatting:
+                counts[bot.port] = counts.get(bot.port, 0) + 1
+            line += " (" + ", ".join(
+                f"{self.config.tag_of.get(port) or port} "
+                f"{counts.get(port, 0)}" for port in self.config.ports) + ")"
         if self.refused:
             line += f"; {self.refused} refused ({self.last_refusal})"
         if self.dropped:
@@ -331,7 +381,13 @@ def main():
     parser = argparse.ArgumentParser(
         description="Chat bots for the classroom demo (see demo/README.md).")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=1234)
+    parser.add_argument("--port", default="1234",
+                        help="the server's port, or a comma list of the "
+                             "ports of servers sharing one room")
+    parser.add_argument("--tags", default="",
+                        help="comma list, one per port: bots on that "
+                             "server are named NAME@TAG (e.g. "
+                             "forking,threaded,evented,coroutine)")
     parser.add_argument("--bots", type=int, default=100,
                         help="bots at the top of a wave (default 100)")
     parser.add_argument("--rate", type=float, default=2.0,
@@ -357,6 +413,20 @@ def main():
     config = parser.parse_args()
     if config.bots < 0 or config.rate < 0 or not 0 <= config.low <= 1:
         parser.error("--bots and --rate must be >= 0, --low in 0..1")
+    try:
+        config.ports = [int(p) for p in config.port.split(",") if p]
+    except ValueError:
+        parser.error(f"--port wants a port or a comma list: {config.port}")
+    if not config.ports or any(not 0 < p < 65536 for p in config.ports):
+        parser.error(f"--port: ports are 1 to 65535: {config.port}")
+    tags = [t for t in config.tags.split(",") if t] if config.tags else []
+    if tags and len(tags) != len(config.ports):
+        parser.error("--tags wants one tag per port")
+    if any(not t.isprintable() or " " in t or ":" in t or len(t) > 12
+           for t in tags):
+        parser.error("--tags: up to 12 characters each, no spaces or "
+                     "colons (they end up in user names)")
+    config.tag_of = dict(zip(config.ports, tags))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < config.bots + 64:
         try:
@@ -370,7 +440,8 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    print(f"bots: up to {config.bots} bots on {config.host}:{config.port}, "
+    print(f"bots: up to {config.bots} bots on {config.host}:"
+          f"{','.join(map(str, config.ports))}, "
           f"{config.rate:g} lines/s, waves of {config.wave:g} s", flush=True)
     Crowd(config).run()
     return 0

@@ -3,9 +3,21 @@
 # tmux session to watch it live (demo/README.md).
 #
 #   demo/classroom.sh MODEL [--bots N] [--rate LINES_PER_S] [options]
+#   demo/classroom.sh cluster [--models LIST] [--lease S] [options]
 #
 #   MODEL            forking, threaded, evented or coroutine (chat-MODEL in
 #                    build/bin)
+#   cluster          one room, four models: a forking, a threaded, an
+#                    evented and a coroutine server on ports PORT..PORT+3,
+#                    sharing one room through a redis-server the demo
+#                    starts; the bots spread over them (named NAME@MODEL),
+#                    and a control pane kills a server (keys 1-4) so that
+#                    the class sees its users depart after the lease
+#   --models LIST    cluster: the servers, in order (default
+#                    forking,threaded,evented,coroutine; a model may repeat)
+#   --lease S        cluster: the servers' --lease (default 5)
+#   --telnet MODEL   cluster: the server the room pane joins (default
+#                    evented; Enter after a disconnect tries the next one)
 #   --bots N         bots at the top of a wave (default 100)
 #   --rate R         lines per second from all bots together (default 2)
 #   --wave S         seconds per wave of leaving and coming back (default 60,
@@ -19,14 +31,17 @@
 #   --no-tmux        no tmux: the live stats here; telnet from elsewhere
 #
 # The tmux session has four panes: telnet into the room (pick a name, type),
-# the live stats of the server's processes/threads, memory and CPU, the
-# server's log, and the bots' log. Leaving the session (Ctrl-b d), or Ctrl-C
-# here, stops the server and the bots. Nothing is left running.
+# the live stats of the server's processes/threads, memory and CPU (in
+# cluster mode: the control pane, every server and the room), the server's
+# log (every server's, tagged), and the bots' log. Leaving the session
+# (Ctrl-b d), or Ctrl-C here, stops the servers, the bots and Redis.
+# Nothing is left running.
 #
 # What it uses is installed when missing (scripts/packages.sh; as root or
 # with sudo; CHAT_NO_INSTALL=1 only says what to install): python3, tmux,
 # and telnet if it can be had. Without telnet it joins the room with nc,
-# and without nc with demo/chat_client.py (Python only).
+# and without nc with demo/chat_client.py (Python only). Cluster mode also
+# needs redis-server.
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -42,6 +57,9 @@ build_dir="$repo/build"
 duration=0
 detach=0
 use_tmux=1
+models_list=forking,threaded,evented,coroutine
+lease=5
+telnet_model=evented
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,6 +72,9 @@ while [ $# -gt 0 ]; do
     --duration) duration=${2:?--duration needs seconds}; shift 2 ;;
     --detach) detach=1; shift ;;
     --no-tmux) use_tmux=0; shift ;;
+    --models) models_list=${2:?--models needs a list}; shift 2 ;;
+    --lease) lease=${2:?--lease needs seconds}; shift 2 ;;
+    --telnet) telnet_model=${2:?--telnet needs a model}; shift 2 ;;
     -*) echo "classroom: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) if [ -n "$model" ]; then
          echo "classroom: one model only (got $model and $1)" >&2; exit 2
@@ -62,11 +83,28 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$model" in
-  forking|threaded|evented|coroutine) ;;
+  forking|threaded|evented|coroutine|cluster) ;;
   "") usage >&2; exit 2 ;;
-  *) echo "classroom: MODEL is forking, threaded, evented or coroutine, not '$model'" >&2
+  *) echo "classroom: MODEL is forking, threaded, evented, coroutine or cluster, not '$model'" >&2
      exit 2 ;;
 esac
+models=("$model")
+if [ "$model" = cluster ]; then
+  IFS=, read -r -a models <<<"$models_list"
+  for one in "${models[@]}"; do
+    case "$one" in
+      forking|threaded|evented|coroutine) ;;
+      *) echo "classroom: --models: forking, threaded, evented or coroutine, not '$one'" >&2
+         exit 2 ;;
+    esac
+  done
+  if [ ${#models[@]} -lt 2 ] || [ ${#models[@]} -gt 9 ]; then
+    echo "classroom: --models wants 2 to 9 servers" >&2; exit 2
+  fi
+  if ! [[ "$lease" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+    echo "classroom: --lease wants seconds, not '$lease'" >&2; exit 2
+  fi
+fi
 for number in "$bots" "$port" "$duration"; do
   [[ "$number" =~ ^[0-9]+$ ]] || { echo "classroom: not a number: $number" >&2; exit 2; }
 done
@@ -75,20 +113,25 @@ done
 . "$repo/scripts/packages.sh"
 wanted=(python3)
 [ "$use_tmux" = 1 ] && wanted+=(tmux)
+[ "$model" = cluster ] && wanted+=(redis-server:redis-server redis-cli:redis-tools setpriv:util-linux)
 if ! need_commands "${wanted[@]}" -- telnet; then
   echo "classroom: cannot run without ${wanted[*]}" \
     "$([ "$use_tmux" = 1 ] && echo "(or use --no-tmux)")" >&2
   exit 1
 fi
 
+for one in "${models[@]}"; do
+  [ "$one" = cluster ] && continue
+  server_bin="$build_dir/bin/chat-$one"
+  if [ ! -x "$server_bin" ]; then
+    need_commands cmake:cmake cc:build-essential pkg-config:pkg-config || exit 1
+    need_packages libevent-dev libhiredis-dev || exit 1
+    echo "classroom: building chat-$one in $build_dir"
+    cmake -S "$repo" -B "$build_dir" >/dev/null
+    cmake --build "$build_dir" --target "chat-$one" -j"$(nproc)" >/dev/null
+  fi
+done
 server_bin="$build_dir/bin/chat-$model"
-if [ ! -x "$server_bin" ]; then
-  need_commands cmake:cmake cc:build-essential pkg-config:pkg-config || exit 1
-  need_packages libevent-dev || exit 1
-  echo "classroom: building chat-$model in $build_dir"
-  cmake -S "$repo" -B "$build_dir" >/dev/null
-  cmake --build "$build_dir" --target "chat-$model" -j"$(nproc)" >/dev/null
-fi
 
 # A process per connection (or a thread) needs descriptors and tasks.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -99,6 +142,23 @@ session="classroom-$$"
 server_pid=""
 bots_pid=""
 cleaned=0
+# Cluster mode: the servers (each in a session of its own, so that what a
+# forking server leaves behind is found), the ones the control pane started
+# again ($work/restarted.pids), and Redis.
+cluster_pids=()
+redis_pid=""
+
+# Stops process $1 (SIGTERM, then SIGKILL after 5 s) and whatever is left
+# in its session (a forking server's children).
+stop_session() {
+  local pid=$1 left
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  left=$(pgrep -s "$pid" 2>/dev/null || true)
+  [ -z "$left" ] || kill -KILL $left 2>/dev/null || true
+}
 
 cleanup() {
   [ "$cleaned" = 1 ] && return
@@ -117,11 +177,33 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$server_pid" 2>/dev/null || true
   fi
+  if [ "$model" = cluster ]; then
+    local pids=("${cluster_pids[@]}") pid left=""
+    if [ -f "$work/restarted.pids" ]; then
+      while read -r pid; do pids+=("$pid"); done <"$work/restarted.pids"
+    fi
+    # The servers first, all at once (their users depart), then Redis.
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do stop_session "$pid"; done
+    stop_session "$redis_pid"
+    for pid in "${pids[@]}" $redis_pid; do left+="$(pgrep -s "$pid" 2>/dev/null || true) "; done
+    left=$(echo $left)
+    [ -z "$left" ] || echo "classroom: still running after the stop: $left" >&2
+  fi
   wait 2>/dev/null || true
-  echo "classroom: stopped. Logs: $work/server.log, $work/bots.log"
+  if [ "$model" = cluster ]; then
+    echo "classroom: stopped. Logs: $work/server-*.log, $work/redis.log, $work/bots.log"
+  else
+    echo "classroom: stopped. Logs: $work/server.log, $work/bots.log"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [ "$model" = cluster ]; then
+  . "$demo_dir/classroom_cluster.sh"
+  exit 0
+fi
 
 # The server: its first line on stdout says the port (docs/PROTOCOL.md, section 1).
 "$server_bin" ClassRoom "$port" --login-timeout 0 \
