@@ -60,7 +60,7 @@ static const char *const sources[CLUSTER_SCRIPTS] = {
      * same instant, are where it starts. */
     [CLUSTER_ENTER] = PRELUDE
     "local now = now_ms()\n"
-    "local id = redis.call('INCR', p .. 'next-server')\n"
+    "local id = redis.call('INCR', p .. 'next-server') .. '.' .. ARGV[3]\n"
     "redis.call('ZADD', p .. 'servers', now + tonumber(ARGV[2]), id)\n"
     "redis.call('SET', p .. 'last-beat', now)\n"
     "local last = redis.call('XREVRANGE', p .. 'stream', '+', '-', "
@@ -127,7 +127,7 @@ static const char *const sources[CLUSTER_SCRIPTS] = {
     /* SAY: a retired server's users are gone; their lines with them. */
     [CLUSTER_SAY] = PRELUDE
     "if not alive(ARGV[2]) then return redis.error_reply('RETIRED') end\n"
-    "return append('k', 'm', 'l', ARGV[3])\n",
+    "return append('k', 'm', 'l', ARGV[3], 's', ARGV[2], 'q', ARGV[4])\n",
 
     /* RESUME: back after losing Redis. Intact when this server is still in
      * the room and the last line it saw is still in the stream (so is
@@ -315,9 +315,11 @@ struct cluster_event cluster_decode(const struct chat_text *fields,
     else if (is(field, "l"))
       event.line = value;
     else if (is(field, "s"))
-      event.server = (long long)number(value);
+      event.server = value;
     else if (is(field, "c"))
       event.token = number(value);
+    else if (is(field, "q"))
+      event.number = number(value);
   }
   if (is(kind, "a") && event.name.length > 0)
     event.kind = CLUSTER_ARRIVED;
@@ -326,6 +328,41 @@ struct cluster_event cluster_decode(const struct chat_text *fields,
   else if (is(kind, "d") && event.name.length > 0)
     event.kind = CLUSTER_DEPARTED;
   return event;
+}
+
+/* A server's own lines on their way (cluster_echo). */
+
+uint64_t cluster_echo_said(struct cluster_echo *echo) {
+  return ++echo->said;
+}
+
+void cluster_echo_sent(struct cluster_echo *echo, uint64_t number) {
+  echo->sent = number;
+}
+
+/* A refused line is done at once, unless lines said before it are still
+ * out: then it is done when they are. */
+void cluster_echo_refused(struct cluster_echo *echo, uint64_t number) {
+  if (echo->done >= echo->sent)
+    echo->done = number;
+  else
+    echo->refused = number;
+}
+
+void cluster_echo_back(struct cluster_echo *echo, uint64_t number) {
+  if (number > echo->done)
+    echo->done = number;
+  if (echo->done >= echo->sent && echo->refused > echo->done)
+    echo->done = echo->refused;
+}
+
+void cluster_echo_lost(struct cluster_echo *echo) {
+  echo->done = echo->said;
+  echo->sent = echo->said;
+}
+
+bool cluster_echo_done(const struct cluster_echo *echo, uint64_t number) {
+  return echo->done >= number;
 }
 
 /* The joins in flight: a slot table with a free list, like the room's. */

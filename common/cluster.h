@@ -6,8 +6,9 @@
  *
  *   stream        the room's lines, in the one order everyone sees: an
  *                 arrival (k=a, n=NAME, s=SERVER, c=TOKEN), a message (k=m,
- *                 l=LINE, formatted with its CR LF) or a departure (k=d,
- *                 n=NAME); trimmed to about CLUSTER_STREAM_MAXLEN entries
+ *                 l=LINE formatted with its CR LF, s=SERVER, q=its number
+ *                 among that server's lines) or a departure (k=d, n=NAME);
+ *                 trimmed to about CLUSTER_STREAM_MAXLEN entries
  *   names         hash: a registered name -> the server that holds it
  *   order         sorted set: name -> registration number (NAMES's order)
  *   seq           the last registration number
@@ -49,11 +50,14 @@ size_t cluster_room_capacity(size_t max_clients);
 /* The scripts, in the order of enum cluster_script; each takes the key
  * prefix as ARGV[1]. */
 enum cluster_script {
-  CLUSTER_ENTER,  /* deadline_ms -> {server id, last stream id, names...} */
+  CLUSTER_ENTER,  /* deadline_ms, nonce -> {server id, last stream id,
+                     names...}; the id is a count and the server's random
+                     nonce, so that a Redis restarted empty, which counts
+                     from 1 again, never hands out an id still in use */
   CLUSTER_BEAT,   /* id, deadline_ms, lease_ms, beat_ms -> retired count */
   CLUSTER_CLAIM,  /* id, name, token -> arrival's stream id, or 0: taken */
   CLUSTER_LEAVE,  /* id, name -> 1, or 0 when the name was not its own */
-  CLUSTER_SAY,    /* id, line -> the line's stream id */
+  CLUSTER_SAY,    /* id, line, number -> the line's stream id */
   CLUSTER_RESUME, /* id, last stream id seen -> OK */
   CLUSTER_EXIT,   /* id -> the count of its users who departed */
   CLUSTER_SCRIPTS
@@ -138,14 +142,39 @@ enum cluster_event_kind {
 };
 struct cluster_event {
   enum cluster_event_kind kind;
-  struct chat_text name; /* ARRIVED, DEPARTED */
-  struct chat_text line; /* SAID: the line as users receive it */
-  long long server;      /* ARRIVED: the server that holds the name */
-  uint64_t token;        /* ARRIVED: that server's join token */
+  struct chat_text name;   /* ARRIVED, DEPARTED */
+  struct chat_text line;   /* SAID: the line as users receive it */
+  struct chat_text server; /* ARRIVED, SAID: the server it came from */
+  uint64_t token;          /* ARRIVED: that server's join token */
+  uint64_t number;         /* SAID: its number among that server's lines */
 };
 /* fields[0], fields[1] are the first field and its value, and so on. */
 struct cluster_event cluster_decode(const struct chat_text *fields,
                                     size_t count);
+
+/* A server's own lines, on their way through Redis and back. A sender must
+ * get its own lines before anything else said to it alone (an answer, a
+ * goodbye): what a room of one server does by itself. So each line said is
+ * numbered, in order, and a reply to a sender waits until the sender's last
+ * line is `done`: read back from the stream, or refused, or lost with the
+ * connection (then it may never come back). Lines come back in the order
+ * they were said, so one number says how far they have come. */
+struct cluster_echo {
+  uint64_t said;    /* the number of the last line said (refused included) */
+  uint64_t sent;    /* the last line that went to Redis */
+  uint64_t done;    /* every line up to this one is done */
+  uint64_t refused; /* a line refused while lines sent before it were out */
+};
+/* A line is said: returns its number. Then one of the two below. */
+uint64_t cluster_echo_said(struct cluster_echo *echo);
+void cluster_echo_sent(struct cluster_echo *echo, uint64_t number);
+void cluster_echo_refused(struct cluster_echo *echo, uint64_t number);
+/* Line `number` of this server's came back from the stream. */
+void cluster_echo_back(struct cluster_echo *echo, uint64_t number);
+/* The connection to Redis is gone: what was out may never come back. */
+void cluster_echo_lost(struct cluster_echo *echo);
+/* Whether a sender whose last line is `number` may be answered. */
+bool cluster_echo_done(const struct cluster_echo *echo, uint64_t number);
 
 /* The joins a server has asked Redis for and not yet seen through: each
  * has a token that names it in the arrival line, so that the arrival,

@@ -180,7 +180,11 @@ enum framer_status line_framer_push(struct line_framer *framer,
   if (status == FRAMER_DONE && !flush_span(&push))
     return FRAMER_NO_MEMORY;
   if (status == FRAMER_STOPPED) {
-    forget_line(&push);
+    /* Stopped mid-chunk (at a line end, or at a telnet reply inside a
+     * line): the line begun so far is kept, so that pushing the rest of
+     * the chunk later goes on exactly where it stopped. */
+    if (!flush_span(&push))
+      return FRAMER_NO_MEMORY;
     framer->consumed = (uint32_t)i;
   }
   return status;

@@ -91,6 +91,20 @@ void step_carry_out(const struct step_model *model, void *client,
     model->close(client);
 }
 
+bool step_for_frame(struct session *session,
+                    const struct session_context *context,
+                    const struct frame *frame, bool sender_lines_out,
+                    struct session_step *step) {
+  struct session next = *session;
+  *step = session_on_frame(&next, context, frame);
+  bool answers_sender =
+      step->reply.length > 0 || step->room == SESSION_ROOM_NAMES || step->close;
+  if (sender_lines_out && answers_sender)
+    return false;
+  *session = next;
+  return true;
+}
+
 void step_join_answered(const struct step_model *model, void *client,
                         struct session *session,
                         const struct session_context *context,

@@ -76,6 +76,19 @@ void step_carry_out(const struct step_model *model, void *client,
                     const struct session_context *context,
                     struct session_step step);
 
+/* The step for one frame, as session_on_frame() makes it, unless it must
+ * wait. With `sender_lines_out` (the sender has lines still on their way
+ * through Redis, redis_room_echoed), a step that says something to its
+ * sender alone (a reply, the names, a goodbye) must not overtake them: a
+ * room of one server gives a sender its own lines first by itself. Then
+ * this returns false and leaves the session as it was; the model keeps the
+ * frame, and calls this again once the lines are back. Lines for the room
+ * never wait. */
+bool step_for_frame(struct session *session,
+                    const struct session_context *context,
+                    const struct frame *frame, bool sender_lines_out,
+                    struct session_step *step);
+
 /* The answer to a join that was STEP_JOIN_PENDING: `stored` is the room's
  * copy of the name, NULL when it was taken, or STEP_ROOM_UNAVAILABLE;
  * `name` is the name asked for. An accepted name's arrival was announced

@@ -66,6 +66,8 @@ enum list_kind {
   LIST_ALL,     /* every client, for shutdown */
   LIST_WAITING, /* unregistered, oldest first, for the login timeout */
   LIST_PENDING, /* given output this turn: written before the loop sleeps */
+  LIST_ECHO,    /* with --redis: a line held until its sender's own lines
+                   are back from Redis */
   LIST_KINDS,
 };
 
@@ -73,13 +75,25 @@ struct links {
   struct client *previous, *next;
 };
 
+/* Input taken from the socket and not yet carried out, with --redis: the
+ * lines after a name that waits for the room's answer, or a line whose
+ * answer to its sender waits for the sender's own lines to come back from
+ * Redis (step_for_frame). On the heap only while it waits. */
+struct held_input {
+  struct byte_buffer frame; /* the frame that waits, if has_frame */
+  struct byte_buffer rest;  /* the bytes after it, not yet framed */
+  unsigned char frame_kind; /* enum frame_kind */
+  bool has_frame;
+  bool end_of_input; /* the client closed its side meanwhile */
+};
+
 struct client {
   struct links links[LIST_KINDS];
   struct client *next_dropped;
   long long deadline; /* login, then the last lines' flush; monotonic ms */
   struct byte_buffer output; /* what its socket has not taken yet */
-  struct byte_buffer *held;  /* input read while its name waited for the
-                                room shared through Redis */
+  struct held_input *held;   /* with --redis, while it waits */
+  uint64_t last_said;        /* with --redis: the number of its last line */
   struct line_framer framer;
   struct session session;
   struct peer_address peer;
@@ -105,13 +119,16 @@ static struct server {
   struct event *accept_retry; /* re-enables accepting after EMFILE */
   struct event *drop_dropped; /* closes dropped clients after a broadcast */
   struct event *shutdown_deadline;
-  struct event *heap_timer;  /* gives freed heap back once quiet (heap.h) */
-  struct event *redis_timer; /* the link's clock (redis_room_tick) */
-  struct redis_room *redis;  /* with --redis: the room shared through Redis */
-  struct room *room;         /* with --redis, every server's users (owner 0: not
-                                ours) */
+  struct event *heap_timer;     /* gives freed heap back once quiet (heap.h) */
+  struct event *redis_timer;    /* the link's clock (redis_room_tick) */
+  struct event *release_echoed; /* carries on with clients whose lines are
+                                   back (after the callback in progress) */
+  struct redis_room *redis; /* with --redis: the room shared through Redis */
+  struct room *room;        /* with --redis, every server's users (owner 0: not
+                               ours) */
   struct session_context session;
-  struct client_list clients, waiting_for_name, pending_output;
+  struct client_list clients, waiting_for_name, pending_output,
+      waiting_for_echo;
   struct client *dropped;
   size_t connections;
   bool accept_paused;  /* the listener is disabled for want of descriptors */
@@ -154,6 +171,12 @@ static void deliver(void *context, uintptr_t owner, struct chat_text line);
 static bool open_redis_room(void);
 static bool take_input(struct client *client, const char *bytes, size_t length);
 static void stop_joining(struct client *client);
+static bool lines_out(const struct client *client);
+static bool hold_end_of_input(struct client *client);
+static bool hold_frame(struct client *client, const struct frame *frame);
+static bool hold_rest(struct client *client, const char *bytes, size_t length);
+static bool waits(const struct client *client);
+static void resume_input(struct client *client);
 
 /* ---- main ------------------------------------------------------------ */
 
@@ -302,7 +325,10 @@ static bool read_input(struct client *client) {
   }
   if (got == 0) {
     /* End of input, maybe only a half-close: every complete line was
-     * already handled; answer what is pending, then close. */
+     * already handled; once its own lines are back (with --redis), answer
+     * what is pending, then close. */
+    if (lines_out(client))
+      return hold_end_of_input(client);
     depart(client, DEPARTURE_CLOSED);
     close_after_flush(client); /* which may free it */
     return false;
@@ -310,10 +336,11 @@ static bool read_input(struct client *client) {
   return take_input(client, input, (size_t)got);
 }
 
-/* Carries out every line in `bytes`. A name that waits for the room shared
- * through Redis stops the lines there: the rest is held, and the socket is
- * not read, until the room answers (on_join_answered). Returns false when
- * the client was freed, or reads no more. */
+/* Carries out every line in `bytes`. With --redis a line may have to
+ * wait (a name for the room's answer, an answer for the sender's own lines
+ * on their way): the lines stop there, the rest is held, and the socket is
+ * not read until the wait is over (resume_input). Returns false when the
+ * client was freed, or reads no more. */
 static bool take_input(struct client *client, const char *bytes,
                        size_t length) {
   enum framer_status status =
@@ -325,17 +352,11 @@ static bool take_input(struct client *client, const char *bytes,
     close_after_flush(client); /* which may free it */
     return false;
   }
-  if (status == FRAMER_STOPPED && client->joining) {
-    size_t rest = length - client->framer.consumed;
-    if (!client->held)
-      client->held = calloc(1, sizeof *client->held);
-    if (!client->held ||
-        !byte_buffer_append(client->held, bytes + client->framer.consumed,
-                            rest)) {
-      drop_client(client, DEPARTURE_ERROR);
-      return false;
-    }
-    return watch(client, client->watching & EV_WRITE);
+  if (status == FRAMER_STOPPED && client->state == CLIENT_OPEN &&
+      waits(client)) {
+    size_t taken = client->framer.consumed;
+    return hold_rest(client, bytes + taken, length - taken) &&
+           watch(client, client->watching & EV_WRITE);
   }
   return client->state == CLIENT_OPEN;
 }
@@ -409,6 +430,7 @@ static void close_after_flush(struct client *client) {
  * given nothing and reads nothing. */
 static void drop_client(struct client *client, enum departure_cause cause) {
   stop_joining(client);
+  list_remove(&server.waiting_for_echo, client, LIST_ECHO);
   client->state = CLIENT_DROPPED;
   client->cause = (unsigned char)cause;
   list_remove(&server.pending_output, client, LIST_PENDING);
@@ -443,9 +465,12 @@ static void lose_client(struct client *client, int error) {
 
 static void close_client(struct client *client) {
   stop_joining(client);
-  if (client->held)
-    byte_buffer_release(client->held);
-  free(client->held);
+  list_remove(&server.waiting_for_echo, client, LIST_ECHO);
+  if (client->held) {
+    byte_buffer_release(&client->held->frame);
+    byte_buffer_release(&client->held->rest);
+    free(client->held);
+  }
   list_remove(&server.clients, client, LIST_ALL);
   list_remove(&server.waiting_for_name, client, LIST_WAITING);
   list_remove(&server.pending_output, client, LIST_PENDING);
@@ -526,6 +551,8 @@ static void shut_down(evutil_socket_t signal_number, short events, void *arg) {
   evconnlistener_disable(server.listener);
   /* The other servers hear of our users' departures now, not after the
    * lease; from here on the room is this server's own, for the goodbyes. */
+  if (server.redis_timer)
+    event_del(server.redis_timer);
   redis_room_close(server.redis);
   server.redis = NULL;
   struct client *client = server.clients.first;
@@ -565,8 +592,12 @@ static const char *join_room(void *client, struct chat_text name) {
 
 static bool say_to_room(void *client, struct chat_text line) {
   (void)client;
-  if (server.redis)
-    return redis_room_say(server.redis, line); /* heard when Redis says */
+  if (server.redis) { /* heard when Redis gives it back */
+    uint64_t number = redis_room_say(server.redis, line);
+    if (number)
+      ((struct client *)client)->last_said = number;
+    return number != 0;
+  }
   room_broadcast(server.room, line, deliver, NULL);
   return true;
 }
@@ -665,9 +696,15 @@ static void on_departed(void *model, struct chat_text name,
   if (member < 0)
     return;
   struct client *owner = (struct client *)room_owner(server.room, member);
-  if (owner) /* not ours to leave: retired while it was still here */
-    owner->member = -1;
   room_leave(server.room, member);
+  if (owner) { /* retired while still here: this user alone is lost */
+    owner->member = -1;
+    log_departed(&owner->peer, owner->session.name, owner->session.name_length,
+                 DEPARTURE_ROOM_LOST);
+    carry_out(owner, session_room_lost(&owner->session));
+    if (owner->state == CLIENT_CLOSING)
+      close_after_flush(owner);
+  }
   room_broadcast(server.room, line, deliver, NULL);
 }
 
@@ -680,15 +717,33 @@ static void on_join_answered(void *model, void *client, struct chat_text name,
   joining->joining = false;
   step_join_answered(&evented_model, joining, &joining->session,
                      &server.session, name, stored);
-  struct byte_buffer *held = joining->held;
-  joining->held = NULL;
-  bool open = joining->state == CLIENT_OPEN &&
-              (!held || take_input(joining, held->bytes, held->length));
-  if (held)
-    byte_buffer_release(held);
-  free(held);
-  if (open && !joining->joining)
-    watch(joining, (unsigned char)(EV_READ | (joining->watching & EV_WRITE)));
+  resume_input(joining);
+}
+
+/* This server's lines are back from Redis up to a new one: the clients
+ * whose answers waited for their own lines carry on, from an event that
+ * runs once the callback in progress has returned (carrying on says more
+ * lines, which may move this on again). */
+static void on_echoed(void *model, uint64_t done) {
+  (void)model;
+  (void)done;
+  if (server.waiting_for_echo.first)
+    event_active(server.release_echoed, 0, 0);
+}
+
+static void on_release_echoed(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  (void)events;
+  (void)arg;
+  struct client *client = server.waiting_for_echo.first;
+  while (client) {
+    struct client *next = client->links[LIST_ECHO].next;
+    if (!lines_out(client)) {
+      list_remove(&server.waiting_for_echo, client, LIST_ECHO);
+      resume_input(client); /* which may free it, not `next` */
+    }
+    client = next;
+  }
 }
 
 /* Retired from the room: its users are told and closed; naming clients
@@ -719,6 +774,7 @@ static const struct redis_room_model redis_model = {
     .said = on_said,
     .departed = on_departed,
     .lost = on_room_lost,
+    .echoed = on_echoed,
 };
 
 static bool open_redis_room(void) {
@@ -729,11 +785,14 @@ static bool open_redis_room(void) {
     fprintf(stderr, "chat-evented: %s\n", error);
     return false;
   }
+  server.release_echoed =
+      event_new(server.base, -1, 0, on_release_echoed, NULL);
   server.redis_timer =
       event_new(server.base, -1, EV_PERSIST, on_redis_tick, NULL);
   struct timeval tick = timeval_from_milliseconds(
       (long long)(redis_room_tick_seconds(server.redis) * 1000));
-  if (!server.redis_timer || event_add(server.redis_timer, &tick) != 0) {
+  if (!server.release_echoed || !server.redis_timer ||
+      event_add(server.redis_timer, &tick) != 0) {
     fprintf(stderr, "chat-evented: event_new failed\n");
     return false;
   }
@@ -748,11 +807,115 @@ static void stop_joining(struct client *client) {
   client->joining = false;
 }
 
+/* Whether the client has lines on their way through Redis, which anything
+ * said to it alone must not overtake. */
+static bool lines_out(const struct client *client) {
+  return server.redis && client->last_said != 0 &&
+         !redis_room_echoed(server.redis, client->last_said);
+}
+
+/* Whether its input stops: its name, or a line, waits. */
+static bool waits(const struct client *client) {
+  return client->joining || (client->held && client->held->has_frame);
+}
+
+static struct held_input *held_input(struct client *client) {
+  if (!client->held)
+    client->held = calloc(1, sizeof *client->held);
+  if (!client->held)
+    drop_client(client, DEPARTURE_ERROR);
+  return client->held;
+}
+
+static void wait_for_echo(struct client *client) {
+  if (!list_contains(&server.waiting_for_echo, client, LIST_ECHO))
+    list_append(&server.waiting_for_echo, client, LIST_ECHO);
+}
+
+/* Returns false: the framer stops at this frame. */
+static bool hold_frame(struct client *client, const struct frame *frame) {
+  struct held_input *held = held_input(client);
+  if (!held)
+    return false;
+  if (!byte_buffer_append(&held->frame, frame->bytes, frame->length)) {
+    drop_client(client, DEPARTURE_ERROR);
+    return false;
+  }
+  held->frame_kind = (unsigned char)frame->kind;
+  held->has_frame = true;
+  wait_for_echo(client);
+  return false;
+}
+
+static bool hold_rest(struct client *client, const char *bytes, size_t length) {
+  struct held_input *held = held_input(client);
+  if (held && byte_buffer_append(&held->rest, bytes, length))
+    return true;
+  if (held)
+    drop_client(client, DEPARTURE_ERROR);
+  return false;
+}
+
+static bool hold_end_of_input(struct client *client) {
+  struct held_input *held = held_input(client);
+  if (!held)
+    return false;
+  held->end_of_input = true;
+  wait_for_echo(client);
+  return watch(client, client->watching & EV_WRITE);
+}
+
+/* The wait is over (the name answered, or the client's own lines back):
+ * the held frame, then the held bytes, then the end of input if it came,
+ * and the socket is read again, unless something waits anew. */
+static void resume_input(struct client *client) {
+  struct held_input *held = client->held;
+  client->held = NULL;
+  bool open = client->state == CLIENT_OPEN;
+  if (held && open && held->has_frame) {
+    struct frame frame = {(enum frame_kind)held->frame_kind, held->frame.bytes,
+                          held->frame.length};
+    bool go_on = on_frame(client, &frame);
+    if (client->state == CLIENT_CLOSING) { /* it said QUIT */
+      depart(client, DEPARTURE_QUIT);
+      close_after_flush(client);
+      open = false;
+    } else if (!go_on) {
+      open = client->state == CLIENT_OPEN &&
+             hold_rest(client, held->rest.bytes, held->rest.length);
+      held->rest.length = 0;
+    }
+  }
+  if (held && open && held->rest.length > 0)
+    open = take_input(client, held->rest.bytes, held->rest.length);
+  open = open && client->state == CLIENT_OPEN;
+  if (held && open && held->end_of_input) {
+    if (waits(client) || lines_out(client)) {
+      hold_end_of_input(client);
+    } else {
+      depart(client, DEPARTURE_CLOSED);
+      close_after_flush(client);
+    }
+    open = false;
+  }
+  if (held) {
+    byte_buffer_release(&held->frame);
+    byte_buffer_release(&held->rest);
+    free(held);
+  }
+  if (open && !waits(client))
+    watch(client, (unsigned char)(EV_READ | (client->watching & EV_WRITE)));
+}
+
 /* Returns false to stop the framer: the client reads no more (it said
  * QUIT, or was dropped). */
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
-  carry_out(client, session_on_frame(&client->session, &server.session, frame));
+  struct session_step step;
+  if (!step_for_frame(&client->session, &server.session, frame,
+                      lines_out(client), &step))
+    return hold_frame(client, frame); /* false: the lines stop here */
+  carry_out(client, step);
   return client->state == CLIENT_OPEN && !client->joining;
 }
 
@@ -938,10 +1101,11 @@ static void free_everything(void) {
     close_client(server.clients.first);
   redis_room_close(server.redis);
   server.redis = NULL;
-  struct event *events[] = {
-      server.on_signal[0],      server.on_signal[1], server.on_signal[2],
-      server.login_timer,       server.accept_retry, server.drop_dropped,
-      server.shutdown_deadline, server.heap_timer,   server.redis_timer};
+  struct event *events[] = {server.on_signal[0],      server.on_signal[1],
+                            server.on_signal[2],      server.login_timer,
+                            server.accept_retry,      server.drop_dropped,
+                            server.shutdown_deadline, server.heap_timer,
+                            server.redis_timer,       server.release_echoed};
   for (size_t i = 0; i < sizeof events / sizeof events[0]; i++) {
     if (events[i])
       event_free(events[i]);

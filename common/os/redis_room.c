@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 /* How long opening may wait for Redis, each step (docs/PROTOCOL.md: exit
  * within 5 s when Redis cannot be reached), and closing (within the 2 s a
@@ -39,9 +41,11 @@ struct redis_room {
   bool entered;               /* this server is in the room (it has an id) */
   bool reading;               /* an XREAD is waiting on `reader` */
   bool closing;               /* redis_room_close: no hook any more */
-  char server_id[24];         /* this server's id in the room */
+  char server_id[48];         /* this server's id in the room */
+  char nonce[17];             /* random, this process's part of its ids */
   char last_id[48];           /* the last stream line handled */
   size_t in_flight;           /* commands Redis has not answered */
+  struct cluster_echo echo;   /* this server's lines on their way */
 
   struct cluster_joins joins;
   /* Names released while Redis was away, to release once it is back. */
@@ -57,9 +61,16 @@ static long long milliseconds(double seconds) {
   return (long long)(seconds * 1000.0 + 0.5);
 }
 
+/* A script's error, as Redis words it ("ERR RETIRED" from Redis 7,
+ * "RETIRED" before). */
 static bool is_error(const redisReply *reply, const char *text) {
   return reply && reply->type == REDIS_REPLY_ERROR &&
-         strncmp(reply->str, text, strlen(text)) == 0;
+         strstr(reply->str, text) != NULL;
+}
+
+static bool is_ours(const struct redis_room *room, struct chat_text server) {
+  return server.length == strlen(room->server_id) &&
+         memcmp(server.bytes, room->server_id, server.length) == 0;
 }
 
 /* A reply, or its absence, to a command sent on `context`: true when it
@@ -71,6 +82,13 @@ static bool current(struct redis_room *room, const redisAsyncContext *context) {
   if (room->in_flight > 0)
     room->in_flight--;
   return true;
+}
+
+/* The lines this server said have come back up to a new one (or never
+ * will): replies that waited for them may go. */
+static void advance_echo(struct redis_room *room, uint64_t before) {
+  if (room->echo.done != before && room->model.echoed && !room->closing)
+    room->model.echoed(room->model.model, room->echo.done);
 }
 
 static void set_available(struct redis_room *room, bool available) {
@@ -154,9 +172,7 @@ static void handle_event(struct redis_room *room, struct cluster_event event) {
   void *model = room->model.model;
   switch (event.kind) {
   case CLUSTER_ARRIVED: {
-    char id[24];
-    snprintf(id, sizeof id, "%lld", event.server);
-    bool ours = strcmp(id, room->server_id) == 0;
+    bool ours = is_ours(room, event.server);
     struct cluster_join *join =
         ours ? cluster_joins_find(&room->joins, event.token) : NULL;
     void *client = join ? join->client : NULL;
@@ -175,9 +191,12 @@ static void handle_event(struct redis_room *room, struct cluster_event event) {
       redis_room_leave(room, event.name);
     break;
   }
-  case CLUSTER_SAID:
+  case CLUSTER_SAID: {
     room->model.said(model, event.line);
+    if (event.number > 0 && is_ours(room, event.server))
+      cluster_echo_back(&room->echo, event.number);
     break;
+  }
   case CLUSTER_DEPARTED:
     room->model.departed(model, event.name,
                          session_departure_line(&room->context, event.name));
@@ -195,6 +214,7 @@ static void on_stream(redisAsyncContext *context, void *r, void *data) {
   if (!reply || room->closing || context != room->reader)
     return;
   room->reading = false;
+  uint64_t echoed = room->echo.done;
   if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
       reply->element[0]->type == REDIS_REPLY_ARRAY &&
       reply->element[0]->elements == 2) {
@@ -215,6 +235,7 @@ static void on_stream(redisAsyncContext *context, void *r, void *data) {
   } else if (reply->type == REDIS_REPLY_ERROR) {
     log_line("redis: %s: XREAD: %s", room->url_text, reply->str);
   }
+  advance_echo(room, echoed);
   if (room->entered)
     read_stream(room);
 }
@@ -235,12 +256,12 @@ static void read_stream(struct redis_room *room) {
 /* ENTER's answer: {id, last stream id, names in registration order}. */
 static bool take_entry(struct redis_room *room, const redisReply *reply) {
   if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
-      reply->element[0]->type != REDIS_REPLY_INTEGER ||
+      reply->element[0]->type != REDIS_REPLY_STRING ||
       reply->element[1]->type != REDIS_REPLY_STRING ||
       reply->element[2]->type != REDIS_REPLY_ARRAY)
     return false;
-  snprintf(room->server_id, sizeof room->server_id, "%lld",
-           reply->element[0]->integer);
+  snprintf(room->server_id, sizeof room->server_id, "%s",
+           reply->element[0]->str);
   snprintf(room->last_id, sizeof room->last_id, "%s", reply->element[1]->str);
   const redisReply *names = reply->element[2];
   for (size_t i = 0; i < names->elements; i++) {
@@ -275,8 +296,8 @@ static void enter_again(struct redis_room *room) {
   char deadline[32];
   snprintf(deadline, sizeof deadline, "%lld",
            milliseconds(room->timing.deadline));
-  const char *arguments[] = {deadline};
-  run_script(room, on_entered, NULL, CLUSTER_ENTER, 1, arguments, NULL);
+  const char *arguments[] = {deadline, room->nonce};
+  run_script(room, on_entered, NULL, CLUSTER_ENTER, 2, arguments, NULL);
 }
 
 static void send_pending_leaves(struct redis_room *room);
@@ -423,6 +444,9 @@ static void drop_connections(struct redis_room *room) {
   room->connected = 0;
   room->reading = false;
   room->in_flight = 0;
+  uint64_t echoed = room->echo.done;
+  cluster_echo_lost(&room->echo); /* lines out may never come back */
+  advance_echo(room, echoed);
   /* Their callbacks run now with no reply, and find nothing to do. */
   if (command)
     redisAsyncFree(command);
@@ -537,13 +561,26 @@ static void on_said(redisAsyncContext *context, void *r, void *data) {
     retired(room);
 }
 
-bool redis_room_say(struct redis_room *room, struct chat_text line) {
-  if (!can_send(room))
-    return false;
-  const char *arguments[] = {room->server_id, line.bytes};
-  size_t lengths[] = {strlen(room->server_id), line.length};
-  return run_script(room, on_said, NULL, CLUSTER_SAY, 2, arguments, lengths) ==
-         0;
+uint64_t redis_room_say(struct redis_room *room, struct chat_text line) {
+  uint64_t number = cluster_echo_said(&room->echo);
+  char number_text[24];
+  snprintf(number_text, sizeof number_text, "%llu", (unsigned long long)number);
+  const char *arguments[] = {room->server_id, line.bytes, number_text};
+  size_t lengths[] = {strlen(room->server_id), line.length,
+                      strlen(number_text)};
+  if (can_send(room) && run_script(room, on_said, NULL, CLUSTER_SAY, 3,
+                                   arguments, lengths) == 0) {
+    cluster_echo_sent(&room->echo, number);
+    return number;
+  }
+  uint64_t echoed = room->echo.done;
+  cluster_echo_refused(&room->echo, number);
+  advance_echo(room, echoed);
+  return 0;
+}
+
+bool redis_room_echoed(const struct redis_room *room, uint64_t number) {
+  return cluster_echo_done(&room->echo, number);
 }
 
 static void on_left(redisAsyncContext *context, void *r, void *data) {
@@ -662,6 +699,15 @@ static bool introduce_now(redisContext *context, const struct redis_url *url,
   return true;
 }
 
+/* 16 hex digits from the kernel's random source (the clock and the process
+ * id if it has none to give). */
+static void make_nonce(char *nonce, size_t size) {
+  uint64_t value;
+  if (getrandom(&value, sizeof value, GRND_NONBLOCK) != (ssize_t)sizeof value)
+    value = (uint64_t)now_milliseconds() * 2654435761u ^ (uint64_t)getpid();
+  snprintf(nonce, size, "%016llx", (unsigned long long)value);
+}
+
 static void describe_url(const char *text, char *out, size_t size) {
   /* The password is not for the log: redis://user:***@host. */
   const char *at = strchr(text, '@');
@@ -687,6 +733,7 @@ struct redis_room *redis_room_open(const struct chat_options *options,
   room->context =
       session_context_make(options->room_name, options->max_line, true);
   describe_url(options->redis_url, room->url_text, sizeof room->url_text);
+  make_nonce(room->nonce, sizeof room->nonce);
   snprintf(room->prefix, sizeof room->prefix,
            CLUSTER_KEY_PREFIX "%s:", options->room_name);
   snprintf(room->stream_key, sizeof room->stream_key, "%sstream", room->prefix);
@@ -715,11 +762,12 @@ struct redis_room *redis_room_open(const struct chat_options *options,
       snprintf(deadline, sizeof deadline, "%lld",
                milliseconds(room->timing.deadline));
       redisReply *entry =
-          loaded ? ask(redis, cause, sizeof cause, 5,
-                       (const char *[]){"EVALSHA", room->sha[CLUSTER_ENTER],
-                                        "0", room->prefix, deadline},
-                       NULL)
-                 : NULL;
+          loaded
+              ? ask(redis, cause, sizeof cause, 6,
+                    (const char *[]){"EVALSHA", room->sha[CLUSTER_ENTER], "0",
+                                     room->prefix, deadline, room->nonce},
+                    NULL)
+              : NULL;
       if (entry && !take_entry(room, entry))
         snprintf(cause, sizeof cause, "unexpected answer to entering");
       if (entry)

@@ -24,6 +24,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct redisAsyncContext;
 struct redis_room;
@@ -57,13 +58,19 @@ struct redis_room_model {
    * room's users of this server. */
   void (*departed)(void *model, struct chat_text name, struct chat_text line);
   /* This server lost its place in the room (retired while cut off, or
-   * Redis came back empty): close every client that is in the room or
-   * naming, with session_room_lost(), and empty the model's room. New
-   * clients are welcome at once; their names wait for Redis. */
+   * Redis came back empty): close every client that is in the room (a
+   * registered user) with session_room_lost(), and empty the model's room.
+   * Clients still naming stay (their joins in flight were answered
+   * STEP_ROOM_UNAVAILABLE first); new clients are welcome at once; their
+   * names wait for Redis. */
   void (*lost)(void *model);
   /* Optional: whether lines can reach the room now, for a model whose
    * clients ask from other threads or processes. */
   void (*available)(void *model, bool available);
+  /* Optional: this server's lines are done (back from Redis, refused, or
+   * lost with the connection) up to number `done`: a sender whose last
+   * line is at most `done` may be answered now (redis_room_echoed). */
+  void (*echoed)(void *model, uint64_t done);
 };
 
 /* Connects to options->redis_url and enters the room, waiting at most a few
@@ -86,7 +93,17 @@ void redis_room_tick(struct redis_room *room);
  * retired this server's users already). */
 const char *redis_room_join(struct redis_room *room, void *client,
                             struct chat_text name);
-bool redis_room_say(struct redis_room *room, struct chat_text line);
+/* Says a line: returns its number among this server's lines (numbered from
+ * 1 in the order of the calls, refused ones included), or 0 when it was
+ * refused (Redis away, or too much waiting for it). */
+uint64_t redis_room_say(struct redis_room *room, struct chat_text line);
+/* Whether line `number` of this server's is done: back from the stream,
+ * refused, or lost with the connection. A sender's own lines reach it
+ * before anything said to it alone (docs/PROTOCOL.md section 3: a room of
+ * one server does so by itself): a model answers a sender (a reply, NAMES,
+ * a goodbye, the close of a half-closed connection) only once its last line
+ * is done. cluster.h's cluster_echo tells how. */
+bool redis_room_echoed(const struct redis_room *room, uint64_t number);
 void redis_room_leave(struct redis_room *room, struct chat_text name);
 /* `client` is gone: a join of its still in flight is released on arrival. */
 void redis_room_forget(struct redis_room *room, void *client);

@@ -122,7 +122,8 @@ static void decode_reads_the_three_lines(void) {
   struct cluster_event event = cluster_decode(arrival, 8);
   CHECK(event.kind == CLUSTER_ARRIVED);
   CHECK_EQ_TEXT(event.name, "ada");
-  CHECK(event.server == 17 && event.token == 4294967299ull);
+  CHECK_EQ_TEXT(event.server, "17");
+  CHECK(event.token == 4294967299ull);
   struct chat_text message[] = {TEXT("k"), TEXT("m"), TEXT("l"),
                                 TEXT("ada: hi\r\n")};
   event = cluster_decode(message, 4);
@@ -169,6 +170,34 @@ static void joins_find_their_clients_once(void) {
   cluster_joins_free(&joins);
 }
 
+static void echo_counts_a_senders_lines_back(void) {
+  struct cluster_echo echo = {0};
+  uint64_t one = cluster_echo_said(&echo), two = cluster_echo_said(&echo);
+  cluster_echo_sent(&echo, one);
+  cluster_echo_sent(&echo, two);
+  CHECK(!cluster_echo_done(&echo, one));
+  cluster_echo_back(&echo, one);
+  CHECK(cluster_echo_done(&echo, one) && !cluster_echo_done(&echo, two));
+  /* Refused while line two is out: done when two is. */
+  uint64_t three = cluster_echo_said(&echo);
+  cluster_echo_refused(&echo, three);
+  CHECK(!cluster_echo_done(&echo, three));
+  cluster_echo_back(&echo, two);
+  CHECK(cluster_echo_done(&echo, three));
+  /* Refused with nothing out: done at once. */
+  uint64_t four = cluster_echo_said(&echo);
+  cluster_echo_refused(&echo, four);
+  CHECK(cluster_echo_done(&echo, four));
+  /* The connection lost: whatever was out may never come back. */
+  uint64_t five = cluster_echo_said(&echo);
+  cluster_echo_sent(&echo, five);
+  CHECK(!cluster_echo_done(&echo, five));
+  cluster_echo_lost(&echo);
+  CHECK(cluster_echo_done(&echo, five));
+  cluster_echo_back(&echo, five); /* late: changes nothing */
+  CHECK(echo.done == five);
+}
+
 static void scripts_are_all_there(void) {
   for (int i = 0; i < CLUSTER_SCRIPTS; i++) {
     const char *source = cluster_script_source(i);
@@ -188,6 +217,7 @@ int main(void) {
   health_down_past_the_lease_closes_users_once();
   decode_reads_the_three_lines();
   joins_find_their_clients_once();
+  echo_counts_a_senders_lines_back();
   scripts_are_all_there();
   return check_report();
 }
