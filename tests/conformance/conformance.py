@@ -22,6 +22,16 @@ arrive after it, and checks that nothing else came first.
 Environment: CONFORMANCE_TIME_FACTOR (default 1) stretches every deadline,
 for sanitizer builds.
 
+--redis (docs/PROTOCOL.md section 7): every server the suite starts gets a
+redis-server of its own (a unix socket in a fresh temporary folder, no
+persistence, a child of the suite that dies with it) and runs with
+`--redis unix:PATH --lease 2` appended; that Redis stops when the server's
+test is done. The commands run to completion (--help, bad arguments...)
+get `--redis unix:PATH --lease 2` in front of their arguments, PATH a
+socket where nothing listens (they must exit before they need Redis), or
+the running server's Redis for the port-in-use check. Exit status 77 when
+redis-server is not installed.
+
 Standard library only (Python 3.8+).
 """
 
@@ -34,6 +44,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -52,6 +63,16 @@ from server_process import (alive, descendants, group_members,  # noqa: E402
 TIME_FACTOR = float(os.environ.get("CONFORMANCE_TIME_FACTOR") or 1)
 SERVER = None  # the server under test, set by main()
 LIVE_SERVERS = set()  # killed if the suite is interrupted
+REDIS_MODE = False  # --redis: every server gets a Redis of its own
+REDIS_LEASE = "2"  # the --lease given with --redis
+LIVE_REDIS = set()  # redis-servers to kill if the suite is interrupted
+REDIS_SERVER = shutil.which("redis-server")
+# As tests/cluster/cluster.py does: setpriv makes a redis-server die with
+# the suite even when the suite is killed (a CTest timeout). The parent
+# death signal follows the *thread* that started it: a Redis is started
+# only from the threads that run tests, which live as long as the run.
+SETPRIV = shutil.which("setpriv")
+DIE_WITH_US = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
 
 # The fixed texts of docs/PROTOCOL.md, as bytes on the wire.
 EOL = b"\r\n"
@@ -188,12 +209,117 @@ def resident_memory(pid):
     return total
 
 
+class Redis:
+    """With --redis: a redis-server of the suite's own for one chat server,
+    listening on a unix socket only (--port 0) in a fresh temporary folder,
+    without persistence, in its own session (so neither in the chat
+    server's process group nor among its descendants: the teardown's
+    process checks never see it). Started and answering PING on return."""
+
+    def __init__(self, timeout=10.0):
+        self.dir = tempfile.mkdtemp(prefix="c10k-conformance-redis-")
+        self.path = os.path.join(self.dir, "redis.sock")
+        self.log = tempfile.TemporaryFile()
+        self.process = None
+        LIVE_REDIS.add(self)
+        try:
+            if len(self.path.encode()) > 107:  # sun_path
+                raise AssertionError(f"socket path too long for a unix "
+                                     f"socket: {self.path} (set TMPDIR)")
+            self.process = subprocess.Popen(
+                DIE_WITH_US + [REDIS_SERVER, "--port", "0",
+                               "--unixsocket", self.path,
+                               "--unixsocketperm", "700",
+                               "--save", "", "--appendonly", "no",
+                               "--daemonize", "no", "--dir", self.dir],
+                stdin=subprocess.DEVNULL, stdout=self.log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+            self._wait_answers(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self):
+        return f"unix:{self.path}"
+
+    def _wait_answers(self, timeout):
+        deadline = time.monotonic() + seconds(timeout)
+        for _ in range(100000):  # bounded: every pass takes a little time
+            status = self.process.poll()
+            if status is not None:
+                raise AssertionError(
+                    f"redis-server exited with status {status} before it "
+                    f"answered PING; its log: {self.log_text()[-1500:]}")
+            if self._answers_ping():
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)  # polled, with a deadline
+        raise AssertionError(
+            f"redis-server did not answer PING on {self.path} within "
+            f"{seconds(timeout):.1f} s; its log: {self.log_text()[-1500:]}")
+
+    def _answers_ping(self):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1.0)
+                probe.connect(self.path)
+                probe.sendall(b"PING\r\n")
+                reply = b""
+                while not reply.endswith(b"\r\n") and len(reply) < 1024:
+                    chunk = probe.recv(1024)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return reply == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def log_text(self):
+        try:
+            self.log.seek(0)
+            return self.log.read().decode("utf-8", "replace")
+        except ValueError:  # closed
+            return ""
+
+    def kill(self):
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.process.wait()
+
+    def stop(self):
+        """Kills it (it has nothing to save) and removes its folder; a
+        problem if it had died during the test, else None."""
+        problem = None
+        if self.process is not None:
+            status = self.process.poll()
+            if status is not None:
+                problem = (f"the suite's redis-server exited during the "
+                           f"test (status {status}); its log: "
+                           f"{self.log_text()[-1500:]}")
+        self.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        LIVE_REDIS.discard(self)
+        return problem
+
+
 class Server:
     """One server process. Its stderr goes to a temporary file or, with
     stderr_pipe, to a pipe that nobody reads until read_stderr_pipe()."""
 
     def __init__(self, args, room=b"ChatServer", prefix=(),
                  stderr_pipe=False):
+        self.redis = None
+        if REDIS_MODE:  # a Redis of its own, stopped by finish()
+            self.redis = Redis()
+            args = list(args) + ["--redis", self.redis.url,
+                                 "--lease", REDIS_LEASE]
         self.args = list(args)
         self.room = as_bytes(room)
         self.clients = []
@@ -206,11 +332,16 @@ class Server:
         writing_end = None
         if stderr_pipe:
             self.stderr_pipe, writing_end = os.pipe()
-        self.process = subprocess.Popen(
-            list(prefix) + server_command(self.args), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=writing_end if stderr_pipe else self.stderr,
-            start_new_session=True)  # its own process group, for cleanup
+        try:
+            self.process = subprocess.Popen(
+                list(prefix) + server_command(self.args),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=writing_end if stderr_pipe else self.stderr,
+                start_new_session=True)  # its own process group, for cleanup
+        except BaseException:
+            if self.redis is not None:
+                self.redis.stop()
+            raise
         if writing_end is not None:
             os.close(writing_end)
         self.pid = self.process.pid
@@ -314,7 +445,19 @@ class Server:
             pass
 
     def finish(self):
-        """Stops the server if needed and lists what went wrong."""
+        """Stops the server if needed and lists what went wrong; then stops
+        its Redis (--redis), whatever happened."""
+        problem = None
+        try:
+            problems = self._finish()
+        finally:
+            if self.redis is not None:
+                problem = self.redis.stop()
+        if problem:
+            problems.append(problem)
+        return problems
+
+    def _finish(self):
         problems = []
         if self.status is None:
             try:
@@ -643,8 +786,21 @@ class ChatTest(unittest.TestCase):
             time.sleep(0.02)
         self.fail("no free slot within the deadline")
 
-    def run_command(self, *args, timeout=60.0):
-        """Runs the server binary to completion; (status, stdout, stderr)."""
+    def run_command(self, *args, timeout=60.0, redis=None):
+        """Runs the server binary to completion; (status, stdout, stderr).
+        With --redis, `--redis unix:PATH --lease 2` come first (the
+        arguments under test stay last, `--port` without its value
+        included): PATH is `redis`'s socket (a running server's Redis),
+        or else one where nothing listens, as these commands must end
+        before they need Redis."""
+        nowhere = None
+        if REDIS_MODE:
+            if redis is not None:
+                url = redis.url
+            else:
+                nowhere = tempfile.mkdtemp(prefix="c10k-conformance-")
+                url = "unix:" + os.path.join(nowhere, "no-redis.sock")
+            args = ("--redis", url, "--lease", REDIS_LEASE) + tuple(args)
         with tempfile.TemporaryFile() as err:
             try:
                 done = subprocess.run(
@@ -654,6 +810,9 @@ class ChatTest(unittest.TestCase):
             except subprocess.TimeoutExpired:
                 self.fail(f"{args!r}: still running after "
                           f"{seconds(timeout):.1f} s")
+            finally:
+                if nowhere is not None:
+                    shutil.rmtree(nowhere, ignore_errors=True)
             err.seek(0)
             stderr = err.read().decode("utf-8", "replace")
         report = sanitizer_report(stderr)
@@ -1769,7 +1928,7 @@ class CommandLine(ChatTest):
         server = self.start(host=None)
         for args in (["-p", str(server.port)],
                      ["-p", str(server.port), "-H", "127.0.0.1"]):
-            status, out, err = self.run_command(*args)
+            status, out, err = self.run_command(*args, redis=server.redis)
             self.assertEqual(status, 1, f"{args}: exit status; stderr {err!r}")
             self.assertTrue("in use" in err.lower() or str(server.port) in err,
                             f"{args}: unclear message {err!r}")
@@ -2056,7 +2215,7 @@ def test_cost(test):
 
 
 def main(argv):
-    global SERVER
+    global SERVER, REDIS_MODE
     parser = argparse.ArgumentParser(
         description="Black-box conformance suite for the chat servers.")
     parser.add_argument("server", help="server binary or .py peer")
@@ -2070,10 +2229,20 @@ def main(argv):
                         help="(accepted for unittest compatibility)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="(output is always verbose)")
+    parser.add_argument("--redis", action="store_true",
+                        help="every server with a redis-server of its own "
+                        "(--redis unix:PATH --lease 2); exit 77 without "
+                        "redis-server")
     options = parser.parse_args(argv)
     SERVER = os.path.abspath(options.server)
     if not os.path.exists(SERVER):
         parser.error(f"no such server: {options.server}")
+    if options.redis:
+        if REDIS_SERVER is None:
+            print("redis-server is not installed: --redis skipped",
+                  flush=True)
+            return 77
+        REDIS_MODE = True
 
     loader = unittest.TestLoader()
     if options.patterns:
@@ -2101,7 +2270,11 @@ def main(argv):
         return test, result
 
     print(f"server: {SERVER}\ntime factor: {TIME_FACTOR}, jobs: "
-          f"{options.jobs}\n", flush=True)
+          f"{options.jobs}", flush=True)
+    if REDIS_MODE:
+        print(f"redis: a redis-server per server ({REDIS_SERVER}), "
+              f"--redis unix:PATH --lease {REDIS_LEASE}", flush=True)
+    print(flush=True)
     started = time.monotonic()
     pool = concurrent.futures.ThreadPoolExecutor(options.jobs)
     try:
@@ -2109,6 +2282,9 @@ def main(argv):
     finally:  # interrupted: leave no server running
         for server in list(LIVE_SERVERS):
             server.kill()
+        for redis in list(LIVE_REDIS):
+            redis.kill()
+            shutil.rmtree(redis.dir, ignore_errors=True)
         pool.shutdown(wait=False, cancel_futures=True)
     elapsed = time.monotonic() - started
 
