@@ -31,7 +31,10 @@
  * granted by Redis: the session's coroutine sleeps until the answer comes
  * (wait_for_room), the name on its stack and the client's next lines unread
  * in the socket, then carries it out and reads on, as if the join had been
- * a blocking call.
+ * a blocking call. Anything said to a sender alone (a reply, the names, a
+ * goodbye, the close after a half-close) must not overtake the sender's
+ * own lines, as it cannot in a room of one server: the coroutine sleeps
+ * until its last line is back (wait_for_echo), then goes on.
  *
  * Its cost: a connection is a small struct, a slot in the room, and a
  * stack: CORO_STACK_SIZE bytes of address space, of which an idle
@@ -70,6 +73,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +110,8 @@ struct client {
   /* The rest: */
   unsigned char cause;            /* enum departure_cause, once not open */
   int member;                     /* index in the room while registered */
+  uint64_t last_said;             /* with --redis: the number of its last
+                                     line (redis_room_say) */
   struct join *join;              /* with --redis, while it names itself: the
                                      name asked of the room, on its stack */
   struct task *task;              /* its coroutine, running serve */
@@ -126,6 +132,13 @@ struct join {
   char name[CHAT_NAME_MAX_BYTES]; /* the name asked for */
 };
 
+/* A coroutine asleep until its client's own lines are back from Redis
+ * (wait_for_echo): kept on its stack, listed for the echoed hook. */
+struct echo_wait {
+  struct client *client;
+  struct echo_wait *previous, *next;
+};
+
 static struct server {
   struct chat_options options;
   struct loop *loop;
@@ -136,8 +149,10 @@ static struct server {
   struct room *room;        /* with --redis, every server's users (owner 0:
                                a user of another server) */
   struct session_context session;
-  struct client *first, *last; /* every client */
-  struct client *pending;      /* clients given output this turn */
+  struct client *first, *last;  /* every client */
+  struct echo_wait *echo_waits; /* with --redis: coroutines waiting for
+                                   their clients' own lines */
+  struct client *pending;       /* clients given output this turn */
   size_t connections;
   struct loop_timer heap_timer;        /* gives memory back once quiet */
   struct loop_timer shutdown_deadline; /* cuts the goodbyes short */
@@ -148,8 +163,11 @@ static struct server {
   bool shutting_down;
   /* The chunk every coroutine reads into. One is enough: a coroutine uses
    * it from co_read()'s return to the end of line_framer_push(), and
-   * carrying out a step never waits, so no other coroutine runs between. */
+   * carrying out a step never waits, so no other coroutine runs between;
+   * a frame that waits for its sender's own lines first (wait_mid_input)
+   * puts the chunk aside while it sleeps, and back when it wakes. */
   char input[READ_CHUNK];
+  size_t input_length; /* the bytes in `input` now */
 } server = {.listener = -1, .signals = -1};
 
 static void carry_out(struct client *client, struct session_step step);
@@ -181,6 +199,7 @@ static void release_name(struct client *client);
 static void lose_place(struct client *client);
 static void carry_out_answer(struct client *client, struct chat_text name,
                              const char *stored);
+static bool lines_out(const struct client *client);
 
 /* ---- main ------------------------------------------------------------ */
 
@@ -347,11 +366,23 @@ static void serve(void *arg) {
 
 /* ---- Serve: read input ----------------------------------------------- */
 
+static bool wait_mid_input(struct client *client);
+static void wait_for_echo(struct client *client);
+
 /* Returns false to stop the framer: the client reads no more (it said QUIT,
- * or was dropped), or its name waits for the room shared through Redis. */
+ * or was dropped), or its name waits for the room shared through Redis. A
+ * step that would answer the sender while its own lines are still on their
+ * way through Redis waits for them first (step_for_frame): the coroutine
+ * sleeps here, between two steps, and carries it out when it wakes. */
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
-  carry_out(client, session_on_frame(&client->session, &server.session, frame));
+  struct session_step step;
+  while (!step_for_frame(&client->session, &server.session, frame,
+                         lines_out(client), &step)) {
+    if (!wait_mid_input(client))
+      return false; /* stopped meanwhile: the frame goes with it */
+  }
+  carry_out(client, step);
   return client->state == CLIENT_OPEN &&
          !(client->join && client->join->waiting);
 }
@@ -375,6 +406,7 @@ static void read_input(struct client *client) {
       session_is_registered(&client->session) ? 0 : client->login_deadline);
   client->ran = true;
   if (got > 0) {
+    server.input_length = (size_t)got;
     if (line_framer_push(&client->framer, server.input, (size_t)got, on_frame,
                          client) == FRAMER_NO_MEMORY)
       stop_client(client, CLIENT_DROPPED, DEPARTURE_ERROR);
@@ -388,7 +420,9 @@ static void read_input(struct client *client) {
 static void end_of_input(struct client *client, ssize_t got) {
   if (got == 0) {
     /* End of input, maybe only a half-close: every complete line was
-     * already handled; answer what is pending, then close. */
+     * already handled; once its own lines are back (with --redis), answer
+     * what is pending, then close. Stopped meanwhile, it keeps that cause. */
+    wait_for_echo(client);
     stop_client(client, CLIENT_CLOSING, DEPARTURE_CLOSED);
   } else if (errno == ETIMEDOUT) {
     on_login_timeout(client);
@@ -415,6 +449,7 @@ static void read_name(struct client *client) {
     end_of_input(client, got);
     return;
   }
+  server.input_length = (size_t)got;
   struct join join = {.waiting = false};
   client->join = &join;
   enum framer_status status = line_framer_push(&client->framer, server.input,
@@ -476,6 +511,59 @@ static void wait_for_room(struct client *client, struct join *join) {
   }
   carry_out_answer(client, (struct chat_text){join->name, join->length},
                    join->answer);
+}
+
+/* ---- Serve: an answer that waits for the sender's own lines ---------- */
+
+/* With --redis, whether the client has lines on their way through Redis,
+ * which anything said to it alone must not overtake (redis_room_echoed). */
+static bool lines_out(const struct client *client) {
+  return server.redis && client->last_said != 0 &&
+         !redis_room_echoed(server.redis, client->last_said);
+}
+
+/* The session sleeps, reading nothing, until the client's last line is
+ * done (on_echoed wakes it: back from Redis, refused, or lost with the
+ * connection), or the client stops meanwhile (dropped, its place lost,
+ * shutdown: stop_client wakes it, and shutdown has closed the link). Only
+ * a registered user says lines, so the login deadline never runs here. The
+ * wait is on the coroutine's stack; the coroutine itself takes it off the
+ * list, and only it frees its client, so the list never outlives either. */
+static void wait_for_echo(struct client *client) {
+  if (!lines_out(client))
+    return;
+  struct echo_wait wait = {.client = client, .next = server.echo_waits};
+  if (wait.next)
+    wait.next->previous = &wait;
+  server.echo_waits = &wait;
+  while (client->state == CLIENT_OPEN && lines_out(client))
+    (void)co_sleep(0);
+  if (wait.previous)
+    wait.previous->next = wait.next;
+  else
+    server.echo_waits = wait.next;
+  if (wait.next)
+    wait.next->previous = wait.previous;
+}
+
+/* wait_for_echo in the middle of a chunk (on_frame): other coroutines read
+ * into server.input while this one sleeps, so the chunk, which the framer
+ * goes on with when the frame is carried out, is put aside on the heap
+ * meanwhile, and back where it was when the coroutine wakes. Returns false
+ * when the client stopped meanwhile. */
+static bool wait_mid_input(struct client *client) {
+  size_t length = server.input_length;
+  char *aside = malloc(length > 0 ? length : 1);
+  if (!aside) {
+    stop_client(client, CLIENT_DROPPED, DEPARTURE_ERROR);
+    return false;
+  }
+  memcpy(aside, server.input, length);
+  wait_for_echo(client);
+  memcpy(server.input, aside, length);
+  server.input_length = length;
+  free(aside);
+  return client->state == CLIENT_OPEN;
 }
 
 /* ---- Depart, close after the last lines ------------------------------ */
@@ -754,9 +842,12 @@ static void deliver(void *context, uintptr_t owner, struct chat_text line) {
 }
 
 static bool say_to_room(void *client, struct chat_text line) {
-  (void)client;
-  if (server.redis)
-    return redis_room_say(server.redis, line); /* heard when Redis says */
+  if (server.redis) { /* heard when Redis gives it back */
+    uint64_t number = redis_room_say(server.redis, line);
+    if (number)
+      ((struct client *)client)->last_said = number;
+    return number != 0;
+  }
   room_broadcast(server.room, line, deliver, NULL);
   return true;
 }
@@ -886,6 +977,16 @@ static void on_join_answered(void *model, void *client, struct chat_text name,
   task_wake(joining->task);
 }
 
+/* This server's lines are done up to `done` (back from Redis, refused, or
+ * lost with the connection): the coroutines whose last line that covers
+ * are woken (wait_for_echo), and go on in their own turn. */
+static void on_echoed(void *model, uint64_t done) {
+  (void)model;
+  for (struct echo_wait *wait = server.echo_waits; wait; wait = wait->next)
+    if (wait->client->last_said <= done)
+      task_wake(wait->client->task);
+}
+
 /* This server lost its place in the room (retired, or Redis came back
  * empty): its users are told and closed; clients still naming themselves
  * stay, and their names wait for Redis to be back. */
@@ -903,6 +1004,7 @@ static const struct redis_room_model redis_model = {
     .said = on_said,
     .departed = on_departed,
     .lost = on_room_lost,
+    .echoed = on_echoed,
 };
 
 /* Enters the room (redis_room_open waits for it: before anyone is served)
