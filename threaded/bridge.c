@@ -28,16 +28,19 @@ enum request_kind {
   REQUEST_JOIN,   /* claim the name in `bytes` for `client` */
   REQUEST_SAY,    /* say the line in `bytes` (`client` said it) */
   REQUEST_LEAVE,  /* release the name in `bytes` */
+  REQUEST_ECHO,   /* tell `client` once the lines said before are back */
   REQUEST_FORGET, /* `client` is going */
 };
 
 /* What a client's thread asks, with its own copy of the name or the line.
  * A join the link takes stays, as the link's `client`, on the list of
- * names being claimed until its answer comes. */
+ * names being claimed until its answer comes; an echo, on the list of
+ * those waiting for lines to come back. */
 struct request {
   struct request *previous, *next;
   enum request_kind kind;
-  void *client; /* the model's client (none for REQUEST_LEAVE) */
+  void *client;  /* the model's client (none for REQUEST_LEAVE) */
+  uint64_t echo; /* REQUEST_ECHO: the line to wait for */
   size_t length;
   char bytes[];
 };
@@ -65,6 +68,8 @@ struct bridge {
 
   /* The bridge's thread alone: */
   struct request_list joining; /* names the link is claiming */
+  struct request_list echoing; /* echoes, in the order of their lines */
+  uint64_t last_said;          /* the number of the last line said */
 };
 
 static void list_append(struct request_list *list, struct request *request) {
@@ -147,6 +152,10 @@ void bridge_leave(struct bridge *bridge, struct chat_text name) {
   (void)push(bridge, REQUEST_LEAVE, NULL, name, false);
 }
 
+bool bridge_echo(struct bridge *bridge, void *client) {
+  return push(bridge, REQUEST_ECHO, client, (struct chat_text){NULL, 0}, false);
+}
+
 bool bridge_forget(struct bridge *bridge, void *client) {
   /* Out of memory, the client does not wait: the requests before this one
    * are carried out within microseconds, and the hooks they may call only
@@ -204,6 +213,19 @@ static void on_available(void *model, bool available) {
   atomic_store(&bridge->available, available);
 }
 
+/* This server's lines are back up to a new one: the echoes waiting for
+ * them are told, in order (each waits for a later line than the one
+ * before). */
+static void on_echoed(void *model, uint64_t done) {
+  struct bridge *bridge = model;
+  struct request *echo;
+  while ((echo = bridge->echoing.first) && echo->echo <= done) {
+    list_remove(&bridge->echoing, echo);
+    bridge->model.echoed(echo->client);
+    free(echo);
+  }
+}
+
 /* A name that will never reach the link: the room is not there for it. */
 static void refuse_join(struct bridge *bridge, struct request *join) {
   bridge->model.room.join_answered(
@@ -222,11 +244,25 @@ static void carry_out(struct bridge *bridge, struct request *request) {
     else
       refuse_join(bridge, request);
     return;
-  case REQUEST_SAY:
-    /* Redis went away since the sender looked, or too much waits for it:
-     * the line is dropped, and the sender told. */
-    if (!redis_room_say(bridge->link, text))
+  case REQUEST_SAY: {
+    /* 0: Redis went away since the sender looked, or too much waits for
+     * it: the line is dropped, and the sender told. */
+    uint64_t number = redis_room_say(bridge->link, text);
+    if (number > 0)
+      bridge->last_said = number;
+    else
       bridge->model.refused(request->client);
+    break;
+  }
+  case REQUEST_ECHO:
+    /* The client's lines were said before: the last line said is at least
+     * its last one. */
+    request->echo = bridge->last_said;
+    if (!redis_room_echoed(bridge->link, request->echo)) {
+      list_append(&bridge->echoing, request); /* until on_echoed */
+      return;
+    }
+    bridge->model.echoed(request->client);
     break;
   case REQUEST_LEAVE:
     redis_room_leave(bridge->link, text);
@@ -269,10 +305,10 @@ static void on_clock(evutil_socket_t fd, short events, void *arg) {
   redis_room_tick(bridge->link);
 }
 
-/* Stopping: every name still waiting is answered (the room is gone for
- * it) and every client going is forgotten; then the link leaves the room,
- * which makes this server's users depart on every other server at once,
- * and no hook runs after that. What is asked later is refused. */
+/* Stopping: every name and echo still waiting is answered (the room is
+ * gone for them) and every client going is forgotten; then the link leaves
+ * the room, which makes this server's users depart on every other server
+ * at once, and no hook runs after that. What is asked later is refused. */
 static void leave_the_room(struct bridge *bridge) {
   atomic_store(&bridge->available, false);
   pthread_mutex_lock(&bridge->lock);
@@ -285,11 +321,19 @@ static void leave_the_room(struct bridge *bridge) {
     if (request->kind == REQUEST_JOIN) {
       refuse_join(bridge, request);
     } else {
+      if (request->kind == REQUEST_ECHO)
+        bridge->model.echoed(request->client);
       if (request->kind == REQUEST_FORGET)
         bridge->model.forgotten(request->client);
       free(request);
     }
     request = next;
+  }
+  while (bridge->echoing.first) {
+    struct request *echo = bridge->echoing.first;
+    list_remove(&bridge->echoing, echo);
+    bridge->model.echoed(echo->client);
+    free(echo);
   }
   while (bridge->joining.first) {
     struct request *join = bridge->joining.first;
@@ -340,6 +384,7 @@ struct bridge *bridge_open(const struct chat_options *options,
       .departed = departed,
       .lost = lost,
       .available = on_available,
+      .echoed = on_echoed,
   };
   bridge->doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   pthread_mutex_init(&bridge->lock, NULL);

@@ -43,6 +43,8 @@ struct bridge_model {
   /* A line `client` said could not reach the room after all (Redis went
    * away since bridge_say looked, or too much waits for it): tell it. */
   void (*refused)(void *client);
+  /* The answer to bridge_echo(client): its lines are back. */
+  void (*echoed)(void *client);
   /* The answer to bridge_forget(client): no hook names `client` again. */
   void (*forgotten)(void *client);
 };
@@ -70,6 +72,12 @@ bool bridge_available(struct bridge *bridge);
 bool bridge_join(struct bridge *bridge, void *client, struct chat_text name);
 bool bridge_say(struct bridge *bridge, void *client, struct chat_text line);
 void bridge_leave(struct bridge *bridge, struct chat_text name);
+/* `client`'s own lines must reach it before anything said to it alone
+ * (os/redis_room.h, redis_room_echoed): once every line said before this
+ * request is back from Redis (or refused, or lost with the connection),
+ * `echoed(client)` comes. Returns false when the bridge has stopped (no
+ * line comes back any more), or memory ran out: then nothing comes. */
+bool bridge_echo(struct bridge *bridge, void *client);
 /* `client` is going: once every request before this one is carried out,
  * `forgotten(client)` comes, after which no hook names it. Returns false
  * when the bridge has stopped already: then no hook names it again

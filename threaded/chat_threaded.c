@@ -29,21 +29,25 @@
  * One room across servers (--redis, docs/PROTOCOL.md section 7): one more
  * thread, the bridge (bridge.h), owns the link to Redis; no client's
  * thread ever speaks to Redis. A line said or a name released is a request
- * handed to the bridge, and the sender goes on at once; a name asked for is
- * one too, and the client's thread waits for the answer, reading nothing
- * more meanwhile. Every room line comes back from Redis, this server's
- * own users' included (everyone on every server sees Redis's one order),
- * and the bridge hands it to the room as a sender's thread does without
- * Redis: under the room lock, through the outbox. The room then holds the
- * users of every server; those of other servers have no client here
- * (owner 0), and deliveries skip them. Redis lost for good: the bridge
- * stops this server's users the way shutdown stops every client.
+ * handed to the bridge, and the sender goes on at once. A name asked for
+ * is one too, and the client's thread waits for the answer, reading
+ * nothing more meanwhile; so does an answer to the sender alone (a reply,
+ * NAMES, a goodbye) until the sender's own lines are back from Redis,
+ * which a room of one server gives first by itself. Every room line comes
+ * back from Redis, this server's own users' included (everyone on every
+ * server sees Redis's one order), and the bridge hands it to the room as a
+ * sender's thread does without Redis: under the room lock, through the
+ * outbox. The room then holds the users of every server; those of other
+ * servers have no client here (owner 0), and deliveries skip them. Redis
+ * lost for good: the bridge stops this server's users the way shutdown
+ * stops every client.
  *
  * Its cost: a connection is a thread: a stack (76 KiB reserved, about
  * 20 KiB of it touched), a kernel task with a kernel stack, and a context
  * switch for each chunk of input it reads. With --redis, one thread and
  * two Redis connections more per server, a copy of each line said into
- * the bridge's queue, and two context switches for each name asked for.
+ * the bridge's queue, and two context switches for each name asked for and
+ * each answer that waits for the sender's lines.
  *
  * Where it breaks: memory and limits grow with the threads (stacks, kernel
  * tasks, pid_max, RLIMIT_NPROC, vm.max_map_count); the one room lock
@@ -138,6 +142,7 @@ static bool serve_turn(struct client *client);
 static void read_input(struct client *client);
 static bool on_frame(void *context, const struct frame *frame);
 static void await_join(struct client *client);
+static void await_echo(struct client *client);
 static const char *await_answer(struct client *client);
 static void depart(struct client *client, enum departure_cause cause);
 static void close_after_flush(struct client *client);
@@ -399,7 +404,9 @@ static void read_input(struct client *client) {
       stop_client(client, CLIENT_DROPPED, DEPARTURE_ERROR);
   } else if (length == 0) {
     /* End of input, maybe only a half-close: every complete line was
-     * already handled; answer what is pending, then close. */
+     * already handled; once its own lines are back (with --redis), answer
+     * what is pending, then close. */
+    await_echo(client);
     stop_client(client, CLIENT_CLOSING, DEPARTURE_CLOSED);
   } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
     stop_client(client, CLIENT_DROPPED, DEPARTURE_CLOSED); /* reset */
@@ -410,8 +417,14 @@ static void read_input(struct client *client) {
  * QUIT, or was dropped). */
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
-  carry_out(client,
-            session_on_frame(&client->session, &client->context, frame));
+  struct session_step step;
+  if (!step_for_frame(&client->session, &client->context, frame,
+                      client->lines_out, &step)) {
+    await_echo(client); /* with --redis: an answer waits for its lines */
+    (void)step_for_frame(&client->session, &client->context, frame, false,
+                         &step);
+  }
+  carry_out(client, step);
   if (client->joining) /* with --redis: Redis answers a name */
     await_join(client);
   return is_open(client);
@@ -430,10 +443,20 @@ static void await_join(struct client *client) {
     carry_out_answer(client, accepted ? client->name : answer);
 }
 
+/* With --redis, the client's own lines come back through Redis, and what
+ * is said to it alone (a reply, the names, a goodbye, the close after a
+ * half-close) must not overtake them, as it cannot in a room of one server:
+ * the thread waits until the bridge has seen them back. */
+static void await_echo(struct client *client) {
+  if (client->lines_out && bridge_echo(server.bridge, client))
+    await_answer(client);
+  client->lines_out = false;
+}
+
 /* The client's thread waits for the bridge to answer what it asked (a name,
- * or to forget it), whatever else happens meanwhile: the bridge answers
- * everything it took, within the lease at the latest (bridge.h), and the
- * client does not end before, so that no answer ever finds it gone. */
+ * its lines back, or to forget it), whatever else happens meanwhile: the bridge
+ * answers everything it took, within the lease at the latest (bridge.h), and
+ * the client does not end before, so that no answer ever finds it gone. */
 static const char *await_answer(struct client *client) {
   pthread_mutex_lock(&client->lock);
   while (!client->has_answer)
@@ -622,10 +645,13 @@ static const char *join_room(void *client, struct chat_text name) {
 }
 
 static bool say_to_room(void *client, struct chat_text line) {
-  if (server.bridge)
-    return bridge_say(server.bridge, client, line);
-  room_broadcast(server.room, line, outbox_deliver,
-                 &((struct client *)client)->to_write);
+  struct client *self = client;
+  if (server.bridge) {
+    bool taken = bridge_say(server.bridge, client, line);
+    self->lines_out = self->lines_out || taken;
+    return taken;
+  }
+  room_broadcast(server.room, line, outbox_deliver, &self->to_write);
   return true;
 }
 
@@ -791,6 +817,10 @@ static void on_refused(void *client) {
   outbox_write_claimed(to_write);
 }
 
+static void on_echoed(void *client) {
+  answer_client(client, NULL);
+}
+
 static void on_forgotten(void *client) {
   answer_client(client, NULL);
 }
@@ -805,6 +835,7 @@ static const struct bridge_model redis_model = {
             .lost = on_room_lost,
         },
     .refused = on_refused,
+    .echoed = on_echoed,
     .forgotten = on_forgotten,
 };
 

@@ -41,6 +41,7 @@ struct client {
   char name[CHAT_NAME_MAX_BYTES];
   unsigned char name_length;
   bool joining;
+  bool lines_out; /* it said lines that may not be back from Redis yet */
 
   /* Used by the thread that holds `writing` (outbox.c): */
   struct byte_buffer sending;   /* taken from `queued`, written unlocked */
@@ -56,7 +57,7 @@ struct client {
   enum client_state state;
   enum departure_cause cause; /* why it stopped being open */
   /* With --redis: the bridge's answer to what its thread waits for (a
-   * name, or being forgotten: await_answer). */
+   * name, its own lines back, or being forgotten: await_answer). */
   pthread_cond_t answered; /* signalled when it comes */
   bool has_answer;
   const char *answer; /* a name's, as step_join_answered() takes it */
