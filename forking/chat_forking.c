@@ -35,9 +35,10 @@
  * of the room) to the ring, where the children read it as before: a line
  * crosses Redis once per server. The parent is then the room's only
  * writer; it answers a child (its name granted or taken, a line refused,
- * the room lost) through the child's mailbox in the shared mapping, woken
- * by the same wave as the room's lines (README.md: one room across
- * servers).
+ * how many of its lines are back, the room lost) through the child's
+ * mailbox in the shared mapping, woken by the same wave as the room's
+ * lines. A step that would answer its sender alone waits until the
+ * sender's own lines are back (README.md: one room across servers).
  *
  * A client is dropped for its backlog only when its own process has had
  * the chance to write: what its socket refused, plus what the room
@@ -158,7 +159,16 @@ struct client {
   uint64_t serial;           /* this connection's number, in its requests */
   bool joining;              /* its name waits for the parent's answer */
   unsigned char name_length; /* of the name it claimed */
-  struct byte_buffer held;   /* input after the name, until the answer */
+  /* A line whose answer to its sender waits until the sender's own lines
+   * are back from Redis (step_for_frame): its frame, and the end of input
+   * if it came (then it departs once they are back). */
+  bool holding_frame;
+  bool end_of_input;
+  unsigned char frame_kind;      /* enum frame_kind */
+  struct byte_buffer held_frame; /* the frame that waits */
+  struct byte_buffer held;       /* input after the name or the frame that
+                                    waits, not yet framed */
+  uint64_t lines_said;           /* lines handed to the parent */
 };
 
 /* A child, as the parent knows it. */
@@ -185,10 +195,17 @@ struct request {
   uint64_t serial; /* of the connection: a request of an ended one is
                       dropped, its slot may have a new child */
 };
+/* With --redis: a line the parent said for a child, until it is done. */
+struct said_line {
+  uint64_t number; /* redis_room_say's */
+  uint64_t serial; /* of the child's connection */
+  uint32_t slot;
+};
 struct seat {
   uint64_t serial;           /* the connection in this slot; 0: none */
   uint64_t arrival;          /* where its arrival begins in the ring */
   struct byte_buffer pieces; /* the pieces of a long line so far */
+  bool broken;               /* a piece was lost (out of memory) */
   unsigned char name_length; /* the name it holds in the room, or 0 */
   char name[CHAT_NAME_MAX_BYTES];
 };
@@ -222,6 +239,10 @@ static struct server {
   struct seat *seats; /* by slot */
   uint64_t serials;   /* connections accepted */
   struct byte_buffer changes;
+  /* The lines said for children and not yet done, in the order of their
+   * numbers (redis_room_say): [said_first, said_count) of `said`. */
+  struct said_line *said;
+  size_t said_first, said_count, said_capacity;
   size_t ring_bytes; /* the ring's capacity */
 } server;
 
@@ -255,6 +276,10 @@ static void queue_output(struct client *client, const char *bytes,
 static void take_input(struct client *client, const char *bytes, size_t length);
 static bool enter_wave(struct client *client);
 static void hear_parent(struct client *client);
+static bool lines_out(const struct client *client);
+static bool waits(const struct client *client);
+static bool hold_frame(struct client *client, const struct frame *frame);
+static void resume_input(struct client *client);
 static bool open_redis_room(void);
 static void seat_child(unsigned slot, uint64_t serial);
 static void release_seat(const struct child *child);
@@ -402,7 +427,12 @@ static void read_input(struct client *client) {
   }
   if (got == 0) {
     /* End of input, maybe only a half-close: every complete line was
-     * already handled; it departs, hears the room up to then, is closed. */
+     * already handled; once its own lines are back (with --redis), it
+     * departs, hears the room up to then, and is closed. */
+    if (lines_out(client)) {
+      client->end_of_input = true; /* resume_input departs */
+      return;
+    }
     depart(client, DEPARTURE_CLOSED);
     client->state = CLIENT_CLOSING;
     return;
@@ -410,16 +440,18 @@ static void read_input(struct client *client) {
   take_input(client, chunk, (size_t)got);
 }
 
-/* Carries out every line in `bytes`. A name that waits for the room shared
- * through Redis stops the lines there: the rest is held, and the socket is
- * not read, until the parent answers (hear_parent). */
+/* Carries out every line in `bytes`. With --redis a line may have to wait
+ * (a name for the room's answer, an answer for the sender's own lines on
+ * their way): the lines stop there, the rest is held, and the socket is not
+ * read until the wait is over (hear_parent, resume_input). */
 static void take_input(struct client *client, const char *bytes,
                        size_t length) {
   enum framer_status status =
       line_framer_push(&client->framer, bytes, length, on_frame, client);
   if (status == FRAMER_NO_MEMORY)
     drop_client(client, DEPARTURE_ERROR); /* out of memory */
-  else if (status == FRAMER_STOPPED && client->joining &&
+  else if (status == FRAMER_STOPPED && client->state == CLIENT_OPEN &&
+           waits(client) &&
            !byte_buffer_append(&client->held, bytes + client->framer.consumed,
                                length - client->framer.consumed))
     drop_client(client, DEPARTURE_ERROR);
@@ -495,22 +527,25 @@ static void serve(struct client *client) {
     pump(client);
     if (client->state != CLIENT_OPEN)
       break;
-    watch_output(client, !client->joining);
+    watch_output(client, !waits(client));
     struct epoll_event events[3];
     int ready = wait_for_events(client, events, 3);
     if (ready < 0 && errno != EINTR)
       drop_client(client, DEPARTURE_FAILED);
     if (shared_room_is_shutting_down(server.shared))
       say_goodbye(client);
-    if (server.redis)
-      hear_parent(client); /* an answer, a line refused, the room lost */
+    if (server.redis) {
+      hear_parent(client);  /* an answer, lines back, a line refused, the
+                               room lost */
+      resume_input(client); /* if it waited for its own lines */
+    }
     for (int i = 0; i < ready; i++) {
       if (events[i].data.fd != client->fd)
         continue;
-      if (!client->joining &&
+      if (!waits(client) &&
           (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         read_input(client);
-      else if (client->joining && (events[i].events & (EPOLLHUP | EPOLLERR)))
+      else if (waits(client) && (events[i].events & (EPOLLHUP | EPOLLERR)))
         drop_client(client, DEPARTURE_CLOSED); /* reset: nothing to wait for */
     }
     if (!session_is_registered(&client->session) &&
@@ -578,6 +613,7 @@ static void run_child(int fd, const struct peer_address *peer, unsigned slot,
   line_framer_release(&client.framer);
   byte_buffer_release(&client.output);
   byte_buffer_release(&client.held);
+  byte_buffer_release(&client.held_frame);
 #if defined(__SANITIZE_ADDRESS__)
   if (!shared_room_is_shutting_down(server.shared))
     __lsan_do_leak_check(); /* slow: not while the server must stop */
@@ -927,10 +963,16 @@ static const char *claim_name(void *client, struct chat_text name) {
   return STEP_JOIN_PENDING;
 }
 
-/* Heard when Redis gives it back, with everyone else's lines. */
+/* Heard when Redis gives it back, with everyone else's lines. Counted:
+ * the parent counts it done (shared_room_lines_done) once it is back in
+ * the ring, or refused, or lost with the connection to Redis. */
 static bool say_through_parent(void *client, struct chat_text line) {
-  return shared_room_available(server.shared) &&
-         ask_parent(client, REQUEST_SAY, line);
+  struct client *saying = client;
+  if (!shared_room_available(server.shared) ||
+      !ask_parent(saying, REQUEST_SAY, line))
+    return false;
+  saying->lines_said++;
+  return true;
 }
 
 /* Redis announces the departure; its last lines are the room's up to now.
@@ -979,10 +1021,16 @@ static void carry_out(struct client *client, struct session_step step) {
 }
 
 /* Returns false to stop the framer: the client reads no more (it said
- * QUIT, or was dropped), or not before its name is answered. */
+ * QUIT, or was dropped), or not before its name is answered, or (with
+ * --redis) not before its own lines are back, when the frame's step would
+ * answer it alone (step_for_frame): the frame is held meanwhile. */
 static bool on_frame(void *context, const struct frame *frame) {
   struct client *client = context;
-  carry_out(client, session_on_frame(&client->session, &server.session, frame));
+  struct session_step step;
+  if (!step_for_frame(&client->session, &server.session, frame,
+                      lines_out(client), &step))
+    return hold_frame(client, frame); /* false: the lines stop here */
+  carry_out(client, step);
   return client->state == CLIENT_OPEN && !client->joining;
 }
 
@@ -1028,11 +1076,7 @@ static void answer_join(struct client *client, unsigned answer,
   step_join_answered(&cluster_model, client, &client->session, &server.session,
                      (struct chat_text){client->name, client->name_length},
                      stored);
-  struct byte_buffer held = client->held;
-  client->held = (struct byte_buffer){0};
-  if (held.length > 0 && client->state == CLIENT_OPEN)
-    take_input(client, held.bytes, held.length);
-  byte_buffer_release(&held);
+  resume_input(client);
 }
 
 /* This server lost its place in the room (Redis came back empty, or after
@@ -1062,6 +1106,72 @@ static void hear_parent(struct client *client) {
   if ((mail & SHARED_MAIL_LOST) && client->state == CLIENT_OPEN &&
       session_is_registered(&client->session))
     lose_room(client);
+}
+
+/* Whether the client has lines on their way through Redis, which anything
+ * said to it alone must not overtake: the parent counts them done in its
+ * mailbox once they are in the ring (or refused, or lost with the
+ * connection), and posts ECHOED, which wakes it. */
+static bool lines_out(const struct client *client) {
+  return server.redis && client->lines_said != 0 &&
+         shared_room_lines_done(server.shared, client->slot) <
+             client->lines_said;
+}
+
+/* Whether its input stops: its name, a line, or its end waits. */
+static bool waits(const struct client *client) {
+  return client->joining || client->holding_frame || client->end_of_input;
+}
+
+/* Returns false: the framer stops at this frame, which waits (the bytes
+ * after it are held by take_input). */
+static bool hold_frame(struct client *client, const struct frame *frame) {
+  client->held_frame.length = 0;
+  if (!byte_buffer_append(&client->held_frame, frame->bytes, frame->length)) {
+    drop_client(client, DEPARTURE_ERROR); /* out of memory */
+    return false;
+  }
+  client->frame_kind = (unsigned char)frame->kind;
+  client->holding_frame = true;
+  return false;
+}
+
+/* The wait is over once its name is answered and its own lines are back:
+ * the held frame, then the held input, then the end of input if it came
+ * (it departs), unless something waits anew. The loop reads the socket
+ * again when nothing waits. */
+static void resume_input(struct client *client) {
+  if (client->joining || client->state != CLIENT_OPEN)
+    return;
+  if (client->holding_frame) {
+    if (lines_out(client))
+      return;
+    struct byte_buffer bytes = client->held_frame;
+    client->held_frame = (struct byte_buffer){0};
+    client->holding_frame = false;
+    struct frame frame = {(enum frame_kind)client->frame_kind, bytes.bytes,
+                          bytes.length};
+    bool go_on = on_frame(client, &frame);
+    byte_buffer_release(&bytes);
+    if (client->state == CLIENT_CLOSING) { /* it said QUIT */
+      depart(client, DEPARTURE_QUIT);
+      return;
+    }
+    if (!go_on)
+      return; /* dropped, or it waits again: the rest stays held */
+  }
+  if (client->held.length > 0) {
+    struct byte_buffer rest = client->held;
+    client->held = (struct byte_buffer){0};
+    take_input(client, rest.bytes, rest.length); /* holds what waits anew */
+    byte_buffer_release(&rest);
+  }
+  if (client->end_of_input && client->state == CLIENT_OPEN &&
+      !client->joining && !client->holding_frame && !lines_out(client)) {
+    client->end_of_input = false;
+    depart(client, DEPARTURE_CLOSED);
+    client->state = CLIENT_CLOSING;
+  }
 }
 
 /* ---- Helpers: output ------------------------------------------------- */
@@ -1301,6 +1411,7 @@ enum change_kind {
   CHANGE_SAID,     /* line */
   CHANGE_DEPARTED, /* name, line */
   CHANGE_MAIL,     /* SHARED_MAIL_* for the slot's child */
+  CHANGE_ECHOED,   /* `mail` more of the slot's child's lines are done */
   CHANGE_EMPTIED,  /* the room was lost: empty it */
 };
 struct change {
@@ -1422,6 +1533,58 @@ static int attach_redis(void *model, redisAsyncContext *context) {
   return redis_poll_attach(&server.redis_poll, context);
 }
 
+/* Remembers a line said for the child of `slot` (redis_room_say's
+ * `number`), until on_echoed finds it done. Returns false when out of
+ * memory. */
+static bool remember_said(uint64_t number, uint32_t slot, uint64_t serial) {
+  if (server.said_first > 0 &&
+      server.said_first + server.said_count == server.said_capacity) {
+    memmove(server.said, server.said + server.said_first,
+            server.said_count * sizeof *server.said);
+    server.said_first = 0;
+  }
+  if (server.said_first + server.said_count == server.said_capacity) {
+    size_t capacity = server.said_capacity ? 2 * server.said_capacity : 256;
+    struct said_line *grown =
+        realloc(server.said, capacity * sizeof *server.said);
+    if (!grown)
+      return false;
+    server.said = grown;
+    server.said_capacity = capacity;
+  }
+  server.said[server.said_first + server.said_count++] =
+      (struct said_line){.number = number, .serial = serial, .slot = slot};
+  return true;
+}
+
+/* This server's lines are done up to `done` (back from the stream, whose
+ * lines were queued as changes just before; refused; or lost with the
+ * connection): each child whose lines those were is told how many, after
+ * those changes, so that it sees its lines in the ring first. A run of one
+ * child's lines is told at once. */
+static void on_echoed(void *model, uint64_t done) {
+  (void)model;
+  while (server.said_count > 0 &&
+         server.said[server.said_first].number <= done) {
+    struct said_line line = server.said[server.said_first];
+    uint32_t count = 0;
+    while (server.said_count > 0 &&
+           server.said[server.said_first].number <= done &&
+           server.said[server.said_first].slot == line.slot &&
+           server.said[server.said_first].serial == line.serial &&
+           count < UINT32_MAX) {
+      server.said_first++;
+      server.said_count--;
+      count++;
+    }
+    if (seat_of(line.slot, line.serial)) /* its child is still there */
+      queue_change(CHANGE_ECHOED, line.slot, count, (struct chat_text){NULL, 0},
+                   (struct chat_text){NULL, 0});
+  }
+  if (server.said_count == 0)
+    server.said_first = 0;
+}
+
 static const struct redis_room_model redis_model = {
     .attach = attach_redis,
     .arrived = on_arrived,
@@ -1430,6 +1593,7 @@ static const struct redis_room_model redis_model = {
     .departed = on_departed,
     .lost = on_room_lost,
     .available = on_available,
+    .echoed = on_echoed,
 };
 
 /* One change, with the lock held. A line too long for this ring (another
@@ -1473,6 +1637,12 @@ static void apply_change(const struct change *change, struct chat_text name,
       break;
     }
     shared_room_post(shared, change->slot, change->mail, seat->arrival);
+    if (change->mail == SHARED_MAIL_REFUSED) /* done, as far as it waits */
+      shared_room_post_done(shared, change->slot, 1);
+    break;
+  case CHANGE_ECHOED:
+    if (seat)
+      shared_room_post_done(shared, change->slot, change->mail);
     break;
   case CHANGE_EMPTIED:
     shared_room_clear(shared);
@@ -1522,21 +1692,31 @@ static void handle_request(const struct request *request, const char *bytes,
       on_join_answered(NULL, client_of(request->slot), text,
                        STEP_ROOM_UNAVAILABLE);
     break;
-  case REQUEST_SAY:
-    if (request->more || seat->pieces.length > 0) {
-      if (!byte_buffer_append(&seat->pieces, bytes, length)) {
+  case REQUEST_SAY: {
+    if (request->more || seat->pieces.length > 0 || seat->broken) {
+      if (!seat->broken && !byte_buffer_append(&seat->pieces, bytes, length)) {
         byte_buffer_release(&seat->pieces);
-        return;
+        seat->broken = true; /* the line is refused at its last piece */
       }
       if (request->more)
         return;
       text = (struct chat_text){seat->pieces.bytes, seat->pieces.length};
     }
-    if (!redis_room_say(server.redis, text)) /* its sender is told */
+    /* Every line a child sends is either said, and done once it is back,
+     * or refused (its sender is told), and done at once: its child counts
+     * on it (lines_out). */
+    uint64_t number = seat->broken ? 0 : redis_room_say(server.redis, text);
+    if (!number)
       queue_change(CHANGE_MAIL, request->slot, SHARED_MAIL_REFUSED,
                    (struct chat_text){NULL, 0}, (struct chat_text){NULL, 0});
+    else if (!remember_said(number, request->slot, request->serial))
+      queue_change(CHANGE_ECHOED, request->slot, 1, /* out of memory: its */
+                   (struct chat_text){NULL, 0},     /* child waits no more */
+                   (struct chat_text){NULL, 0});
     byte_buffer_release(&seat->pieces);
+    seat->broken = false;
     break;
+  }
   case REQUEST_LEAVE:
     if (seat->name_length > 0)
       redis_room_leave(server.redis,
@@ -1727,6 +1907,7 @@ static void free_everything(void) {
        slot++)
     byte_buffer_release(&server.seats[slot].pieces);
   free(server.seats);
+  free(server.said);
   free(server.request);
   byte_buffer_release(&server.changes);
   shared_room_destroy(server.shared);

@@ -93,6 +93,7 @@ struct shared_header {
 struct mailbox {
   atomic_uint word;         /* SHARED_MAIL_* bits; refusals add up */
   _Atomic uint64_t arrival; /* with SHARED_MAIL_ACCEPTED */
+  _Atomic uint64_t done;    /* its lines done so far (SHARED_MAIL_ECHOED) */
 };
 
 /* Each process's handle on the mapping: the parent fills it in before the
@@ -619,8 +620,8 @@ void shared_room_post(struct shared_room *shared, unsigned slot, unsigned mail,
 unsigned shared_room_take_mail(struct shared_room *shared, unsigned slot,
                                uint64_t *arrival) {
   struct mailbox *box = &shared->mail[slot];
-  /* Looked at first: a child looks on every turn, and four mailboxes share
-   * a cache line. */
+  /* Looked at first: a child looks on every turn, and two or three
+   * mailboxes share a cache line. */
   if (atomic_load_explicit(&box->word, memory_order_relaxed) == 0)
     return 0;
   unsigned mail = atomic_exchange(&box->word, 0);
@@ -628,8 +629,26 @@ unsigned shared_room_take_mail(struct shared_room *shared, unsigned slot,
   return mail;
 }
 
+/* The count first, then the mail that says so, both sequentially
+ * consistent and after the lines published before them: a child that sees
+ * the count sees those lines published, and one that sleeps on the mail is
+ * woken by the unlock's wave. */
+void shared_room_post_done(struct shared_room *shared, unsigned slot,
+                           uint64_t count) {
+  struct mailbox *box = &shared->mail[slot];
+  atomic_fetch_add(&box->done, count);
+  atomic_fetch_or(&box->word, SHARED_MAIL_ECHOED);
+  shared->changed = true; /* the unlock starts a wave */
+}
+
+uint64_t shared_room_lines_done(const struct shared_room *shared,
+                                unsigned slot) {
+  return atomic_load(&shared->mail[slot].done);
+}
+
 void shared_room_clear_mail(struct shared_room *shared, unsigned slot) {
   atomic_store(&shared->mail[slot].word, 0);
+  atomic_store(&shared->mail[slot].done, 0);
 }
 
 /* ---- Stopping --------------------------------------------------------- */

@@ -48,7 +48,8 @@
  * children only read, as above, and take the lock only to list the names.
  * The room then holds every server's users, and each slot has a mailbox
  * through which the parent answers its child (a name granted or refused, a
- * line refused, the room lost), woken by the same wave. */
+ * line refused, how many of its lines are back, the room lost), woken by
+ * the same wave. */
 #ifndef CHAT_SHARED_ROOM_H
 #define CHAT_SHARED_ROOM_H
 
@@ -209,14 +210,16 @@ bool shared_room_available(const struct shared_room *shared);
 
 /* What a slot's mailbox holds: the answer to its name (ACCEPTED, with where
  * its arrival begins in the ring, TAKEN or UNAVAILABLE), that the room was
- * lost, and how many of its lines were refused (in units of REFUSED). */
+ * lost, that more of its lines are done (ECHOED: shared_room_lines_done
+ * moved), and how many of its lines were refused (in units of REFUSED). */
 enum {
   SHARED_MAIL_ACCEPTED = 1,
   SHARED_MAIL_TAKEN = 2,
   SHARED_MAIL_UNAVAILABLE = 3,
   SHARED_MAIL_ANSWER = 3, /* the answer's bits */
   SHARED_MAIL_LOST = 4,
-  SHARED_MAIL_REFUSED = 8,
+  SHARED_MAIL_ECHOED = 8,
+  SHARED_MAIL_REFUSED = 16,
 };
 
 /* The parent, with the lock held: posts one of the above to the slot's
@@ -230,7 +233,19 @@ void shared_room_post(struct shared_room *shared, unsigned slot, unsigned mail,
 unsigned shared_room_take_mail(struct shared_room *shared, unsigned slot,
                                uint64_t *arrival);
 
-/* The parent, before it gives a slot to a new child. */
+/* The parent, with the lock held: `count` more of the slot's lines are
+ * done (back from Redis and published before this, refused, or lost with
+ * the connection); posts ECHOED, which wakes the child as any mail does. */
+void shared_room_post_done(struct shared_room *shared, unsigned slot,
+                           uint64_t count);
+
+/* The child: how many of its lines are done so far (its connection's
+ * lines, counted from 0 when the slot was given to it). */
+uint64_t shared_room_lines_done(const struct shared_room *shared,
+                                unsigned slot);
+
+/* The parent, before it gives a slot to a new child: an empty mailbox, no
+ * line done. */
 void shared_room_clear_mail(struct shared_room *shared, unsigned slot);
 
 /* ---- Without the lock: stopping ---- */
