@@ -37,6 +37,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -743,11 +744,35 @@ THROUGHPUT_FIGURES = ("deliveries_per_s", "cpu_us_per_delivery",
                       "syscalls_per_delivery", "switches_per_delivery")
 
 
+CLUSTER_NAME = re.compile(r"^(.+)-x(\d+)$")  # sweep --cluster K: NAME-xK
+CLUSTER_DASHES = ["(3,3)", "(8,3,2,3)", "(1,3)"]
+
+
 def model_styles(models):
+    """Colour, point type and dash per model. A cluster (NAME-xK) takes its
+    model's colour with the open form of its point and a dash of its own,
+    so that it reads as "the same model, as a cluster" beside it."""
     styles = dict(STYLES)
-    extra = [m for m in models if m not in styles]
+    extra = []
+    for model in models:
+        if model in styles:
+            continue
+        match = CLUSTER_NAME.match(model)
+        if match and match.group(1) in STYLES:
+            colour, point, _ = STYLES[match.group(1)]
+            sizes = sorted({int(CLUSTER_NAME.match(m).group(2))
+                            for m in models if CLUSTER_NAME.match(m) and
+                            CLUSTER_NAME.match(m).group(1) ==
+                            match.group(1)})
+            dash = CLUSTER_DASHES[sizes.index(int(match.group(2))) %
+                                  len(CLUSTER_DASHES)]
+            styles[model] = (colour, point - 1, dash)
+        else:
+            extra.append(model)
+    used = {style[1] for style in styles.values()}
+    free = [s for s in EXTRA_STYLES if s[1] not in used] or EXTRA_STYLES
     for i, model in enumerate(extra):
-        styles[model] = EXTRA_STYLES[i % len(EXTRA_STYLES)]
+        styles[model] = free[i % len(free)]
     return styles
 
 
@@ -1478,6 +1503,11 @@ def _summary_cores(s):
              "idle")}
 
 
+def times_text(ratio):
+    """A ratio to one server: 1.17 ×, 21 ×."""
+    return f"{ratio:.2f} ×" if ratio < 10 else f"{fmt_ratio(ratio)} ×"
+
+
 def cluster_goal_rows(clusters, clients, summary):
     """Issue 14's goals for each cluster, measured: its CPU per delivery
     (every server plus Redis) within CLUSTER_GOAL_RATIO of one server's at
@@ -1503,7 +1533,7 @@ def cluster_goal_rows(clusters, clients, summary):
                              if behind else "not measured (needs a passed "
                              "run of both at this N)", "not measured"))
             elif a is not None and b:
-                rows.append((label, f"{a / b:.2f} × ({fmt_us(a)} vs "
+                rows.append((label, f"{times_text(a / b)} ({fmt_us(a)} vs "
                                     f"{fmt_us(b)})",
                              "met" if a <= CLUSTER_GOAL_RATIO * b
                              else "NOT MET"))
@@ -1559,7 +1589,10 @@ def cluster_section(results, clients, summary):
         "and delivered to all N; EVALSHA and XREAD per room line are the "
         "servers' commands to Redis (Redis's INFO commandstats before and "
         "after the window), in the closed loop and (in brackets) the open "
-        "loop. *Where the cores' time went* is the throughput window, in "
+        "loop. The servers' system calls per delivery (closed loop) show "
+        "how many lines each write carries: one server batches every line "
+        "waiting for a client into one write. "
+        "*Where the cores' time went* is the throughput window, in "
         "cores (1 = one CPU all the time), from `/proc/stat` and each "
         "process's own CPU: *other* is every other process on the machine "
         "and kernel work charged to none.\n")
@@ -1580,11 +1613,11 @@ def cluster_section(results, clients, summary):
                 a = s.get("total_cpu_us_per_delivery")
                 b = (one or {}).get("total_cpu_us_per_delivery")
                 if own and a is not None and b:
-                    ratio = f"{a / b:.2f} ×"
+                    ratio = times_text(a / b)
                 a = s.get("open_loop_total_cpu_us_per_delivery")
                 b = (one or {}).get("open_loop_total_cpu_us_per_delivery")
                 if own and a is not None and b:
-                    open_ratio = f"{a / b:.2f} ×"
+                    open_ratio = times_text(a / b)
 
                 def calls(key):
                     closed = s.get(key)
@@ -1603,6 +1636,8 @@ def cluster_section(results, clients, summary):
                     ratio,
                     fmt_us(s.get("redis_cpu_us_per_delivery")) if own
                     else "—",
+                    stalled_cell(s, fmt_plain(s.get(
+                        "syscalls_per_delivery"))),
                     ("behind" if s.get("open_loop_behind_runs") and
                      s.get("open_loop_total_cpu_us_per_delivery") is None
                      else fmt_us(s.get(
@@ -1617,6 +1652,7 @@ def cluster_section(results, clients, summary):
     say(table(["Setup", "N", "Passed", "Clients per server",
                "Deliveries / s", "CPU / delivery (servers + Redis)",
                "× one server", "of which Redis",
+               "Servers' system calls / delivery",
                "Open loop: CPU / delivery (servers + Redis)", "× one server",
                "Redis CPU / room line",
                "EVALSHA / room line", "XREAD / room line", "p99 latency",

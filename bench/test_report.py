@@ -204,6 +204,17 @@ class Charts(unittest.TestCase):
         self.assertEqual(len({styles[m] for m in models}), len(models))
         self.assertEqual(len({styles[m][1] for m in models}), len(models))
 
+    def test_a_cluster_wears_its_models_colour(self):
+        models = ["evented", "evented-x2", "evented-x4", "threaded",
+                  "threaded-x2", "newmodel"]
+        styles = report.model_styles(models)
+        self.assertEqual(len({styles[m] for m in models}), len(models))
+        self.assertEqual(styles["evented-x2"][0], styles["evented"][0])
+        self.assertNotEqual(styles["evented-x2"][1], styles["evented"][1])
+        self.assertNotEqual(styles["evented-x2"][2], styles["evented-x4"][2])
+        self.assertNotIn(styles["newmodel"][1],
+                         {styles[m][1] for m in models if m != "newmodel"})
+
 
 CLUSTER = os.path.join(BENCH, "testdata", "runs-cluster-2026-12-03.json")
 
