@@ -175,7 +175,8 @@ struct client {
 struct child {
   pid_t pid;
   unsigned slot;
-  bool ended; /* reaped; its user has yet to depart (the lock was busy) */
+  bool ended;  /* reaped; its user has yet to depart (the lock was busy) */
+  bool ending; /* with --redis: its end is on its way through the pair */
   struct peer_address peer;
 };
 
@@ -186,6 +187,8 @@ enum request_kind {
   REQUEST_CLAIM, /* the name that follows */
   REQUEST_SAY,   /* the line that follows (more: the next piece follows) */
   REQUEST_LEAVE, /* the name it holds */
+  REQUEST_ENDED, /* the parent's own: the child has ended, and every
+                    request it sent was read before this one */
 };
 struct request {
   uint8_t kind;
@@ -221,6 +224,7 @@ static struct server {
   struct child *children; /* the live ones and the ended ones, in no order */
   size_t connections;     /* how many */
   size_t ended;           /* how many of them ended, their users still here */
+  size_t ending;          /* how many of those are ending (--redis) */
   unsigned *free_slots;   /* slots given back, to give again */
   size_t free_count;
   unsigned slots_high; /* slots ever given: [0, slots_high) */
@@ -282,7 +286,8 @@ static bool hold_frame(struct client *client, const struct frame *frame);
 static void resume_input(struct client *client);
 static bool open_redis_room(void);
 static void seat_child(unsigned slot, uint64_t serial);
-static void release_seat(const struct child *child);
+static bool end_seat(struct child *child);
+static void release_seat(unsigned slot);
 static bool read_requests(void);
 static void serve_cluster(const struct pollfd *fds, size_t count);
 
@@ -669,11 +674,9 @@ static void close_after_flush(struct client *client, long long deadline) {
  * the room tells whether the child left it first: then nothing is done.
  * Returns false, having done nothing, if the lock stayed busy: its holder
  * may be stopped, and the parent must not wait for it. */
-static bool release_user(const struct child *child) {
-  if (server.redis) { /* the room is Redis's: no lock */
-    release_seat(child);
-    return true;
-  }
+static bool release_user(struct child *child) {
+  if (server.redis) /* the room is Redis's: no lock */
+    return end_seat(child);
   enum shared_room_locked locked =
       shared_room_lock_within(server.shared, RELEASE_LOCK_MILLISECONDS);
   if (locked == SHARED_ROOM_BUSY)
@@ -703,20 +706,21 @@ static bool release_user(const struct child *child) {
 }
 
 /* Makes the users of ended children depart, while the lock can be had.
- * With --redis, once every request they sent before they ended is read:
- * a user that said QUIT has released its name itself. */
+ * (With --redis, once every request they sent before they ended is read:
+ * their end goes through the pair, and they leave when it comes back.) */
 static void release_users(void) {
-  if (server.ended > 0 && server.redis && !read_requests())
-    return; /* more to read: the next turn */
-  for (size_t i = 0; i < server.connections && server.ended > 0;) {
+  for (size_t i = 0; i < server.connections && server.ended > server.ending;) {
     struct child *child = &server.children[i];
-    if (!child->ended) {
+    if (!child->ended || child->ending) {
       i++;
       continue;
     }
     if (!release_user(child))
-      return;            /* the lock is busy: later */
-    remove_child(child); /* moves another child to i */
+      return; /* the lock is busy, or the pair full: later */
+    if (child->ending)
+      i++;
+    else
+      remove_child(child); /* moves another child to i */
   }
 }
 
@@ -1382,6 +1386,8 @@ static void remove_child(struct child *child) {
   server.free_slots[server.free_count++] = child->slot;
   if (child->ended)
     server.ended--;
+  if (child->ending)
+    server.ending--;
   *child = server.children[--server.connections];
 }
 
@@ -1723,6 +1729,9 @@ static void handle_request(const struct request *request, const char *bytes,
                        (struct chat_text){seat->name, seat->name_length});
     seat->name_length = 0;
     break;
+  case REQUEST_ENDED:
+    release_seat(request->slot);
+    break;
   }
 }
 
@@ -1752,12 +1761,34 @@ static void seat_child(unsigned slot, uint64_t serial) {
   shared_room_clear_mail(server.shared, slot);
 }
 
-/* The child ended: a name it held (it was killed, or ended before it heard
- * its answer) is released, a claim still in flight is released when Redis
- * grants it, and its requests from now on are dropped. */
-static void release_seat(const struct child *child) {
-  struct seat *seat = &server.seats[child->slot];
-  redis_room_forget(server.redis, client_of(child->slot));
+/* The child in the seat ended: its end goes through the pair after every
+ * request it sent (the pair keeps their order), and the seat is released
+ * when it comes back. False when the pair is full: later. */
+static bool end_seat(struct child *child) {
+  struct request ended = {.kind = REQUEST_ENDED,
+                          .slot = child->slot,
+                          .serial = server.seats[child->slot].serial};
+  if (send(server.requests[1], &ended, sizeof ended,
+           MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+    return false;
+  child->ending = true;
+  server.ending++;
+  return true;
+}
+
+/* Every request of the seat's child is read: a name it held (it was
+ * killed, or ended before it heard its answer) is released, a claim still
+ * in flight is released when Redis grants it, and the slot is free. */
+static void release_seat(unsigned slot) {
+  struct child *child = NULL;
+  for (size_t i = 0; i < server.connections && !child; i++) {
+    if (server.children[i].slot == slot && server.children[i].ending)
+      child = &server.children[i];
+  }
+  if (!child)
+    return; /* cannot happen: one end per child */
+  struct seat *seat = &server.seats[slot];
+  redis_room_forget(server.redis, client_of(slot));
   if (seat->name_length > 0) {
     redis_room_leave(server.redis,
                      (struct chat_text){seat->name, seat->name_length});
@@ -1765,6 +1796,7 @@ static void release_seat(const struct child *child) {
   }
   byte_buffer_release(&seat->pieces);
   *seat = (struct seat){0};
+  remove_child(child);
 }
 
 /* After poll(): Redis's answers and lines, the children's requests, the

@@ -199,11 +199,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("server")
     parser.add_argument("--signals", default="TERM,HUP")
-    parser.add_argument("--attempts", type=int, default=3000,
-                        help="tries to catch the flooder holding the lock")
+    parser.add_argument("--attempts", type=int, default=None,
+                        help="tries to catch the flooder holding the lock "
+                             "(3000; 10000 with --redis, where it holds the "
+                             "lock only for NAMES)")
     parser.add_argument("--redis", action="store_true",
                         help="share the room through a redis-server")
     args = parser.parse_args()
+    if args.attempts is None:
+        args.attempts = 10000 if args.redis else 3000
     signal.signal(signal.SIGTERM,
                   lambda *_: sys.exit("stopped_lock_holder: stopped"))
     for name in args.signals.split(","):
