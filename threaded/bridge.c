@@ -57,6 +57,7 @@ struct bridge {
   int doorbell;                 /* an eventfd: the queue is not empty */
   struct event *doorbell_event; /* watches it */
   struct event *clock;          /* calls redis_room_tick */
+  struct event *flush;          /* calls the model's flush, made active */
   pthread_t thread;
   atomic_bool available; /* the link's last word: lines can reach the room */
 
@@ -157,9 +158,6 @@ bool bridge_echo(struct bridge *bridge, void *client) {
 }
 
 bool bridge_forget(struct bridge *bridge, void *client) {
-  /* Out of memory, the client does not wait: the requests before this one
-   * are carried out within microseconds, and the hooks they may call only
-   * look at a client that is no longer open. */
   return push(bridge, REQUEST_FORGET, client, (struct chat_text){NULL, 0},
               false);
 }
@@ -298,6 +296,17 @@ static void on_doorbell(evutil_socket_t fd, short events, void *arg) {
     event_base_loopbreak(bridge->base);
 }
 
+static void on_flush(evutil_socket_t fd, short events, void *arg) {
+  (void)fd;
+  (void)events;
+  struct bridge *bridge = arg;
+  bridge->model.flush();
+}
+
+void bridge_flush_later(struct bridge *bridge) {
+  event_active(bridge->flush, 0, 0); /* once, however often it is asked */
+}
+
 static void on_clock(evutil_socket_t fd, short events, void *arg) {
   (void)fd;
   (void)events;
@@ -347,6 +356,7 @@ static void leave_the_room(struct bridge *bridge) {
 static void *run(void *arg) {
   struct bridge *bridge = arg;
   event_base_dispatch(bridge->base);
+  bridge->model.flush(); /* what the last batch left */
   leave_the_room(bridge);
   return NULL;
 }
@@ -356,6 +366,8 @@ static void *run(void *arg) {
 static void free_bridge(struct bridge *bridge) {
   if (bridge->clock)
     event_free(bridge->clock);
+  if (bridge->flush)
+    event_free(bridge->flush);
   if (bridge->doorbell_event)
     event_free(bridge->doorbell_event);
   if (bridge->base)
@@ -389,11 +401,14 @@ struct bridge *bridge_open(const struct chat_options *options,
   bridge->doorbell = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   pthread_mutex_init(&bridge->lock, NULL);
   bridge->base = event_base_new();
-  if (bridge->base && bridge->doorbell >= 0)
+  if (bridge->base && bridge->doorbell >= 0) {
     bridge->doorbell_event =
         event_new(bridge->base, bridge->doorbell, EV_READ | EV_PERSIST,
                   on_doorbell, bridge);
-  if (!bridge->doorbell_event || event_add(bridge->doorbell_event, NULL) < 0) {
+    bridge->flush = event_new(bridge->base, -1, 0, on_flush, bridge);
+  }
+  if (!bridge->doorbell_event || !bridge->flush ||
+      event_add(bridge->doorbell_event, NULL) < 0) {
     snprintf(error, error_size, "the bridge to Redis: %s",
              bridge->doorbell < 0 ? strerror(errno) : "libevent failed");
     free_bridge(bridge);

@@ -47,6 +47,8 @@ struct bridge_model {
   void (*echoed)(void *client);
   /* The answer to bridge_forget(client): no hook names `client` again. */
   void (*forgotten)(void *client);
+  /* After bridge_flush_later(), once the work in progress is done. */
+  void (*flush)(void);
 };
 
 /* Enters the room at options->redis_url, waiting for Redis a few seconds at
@@ -80,9 +82,17 @@ void bridge_leave(struct bridge *bridge, struct chat_text name);
 bool bridge_echo(struct bridge *bridge, void *client);
 /* `client` is going: once every request before this one is carried out,
  * `forgotten(client)` comes, after which no hook names it. Returns false
- * when the bridge has stopped already: then no hook names it again
- * either. */
+ * when the bridge has stopped already: then no hook names it again either;
+ * or when memory ran out: then only a line of its still in the queue (a
+ * few microseconds' worth) could still be `refused`. */
 bool bridge_forget(struct bridge *bridge, void *client);
+
+/* From the bridge's thread (in a hook): `flush` is to run once the callback
+ * in progress has returned. The link hands the room's lines over in
+ * batches (a read from Redis), one hook a line: what the lines of a batch
+ * have in common (a socket to write to) is done once for the batch, not
+ * once a line. Also done before the bridge's thread ends. */
+void bridge_flush_later(struct bridge *bridge);
 
 /* The server stops: the bridge leaves the room at once (this server's users
  * depart on every other server), answers the names still waiting, and its

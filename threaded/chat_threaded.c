@@ -114,6 +114,7 @@ static struct server {
   struct room *room;         /* with --redis, every server's users */
   struct client *ended;      /* closed clients whose threads are to be joined */
   struct bridge *bridge;     /* with --redis: the link to Redis; NULL without */
+  struct client *bridge_to_write; /* sockets the bridge claimed (its own) */
   struct session_context session; /* each thread copies it, with a scratch */
   /* The main thread's alone: */
   int listener;
@@ -718,10 +719,20 @@ static void carry_out_answer(struct client *client, const char *stored) {
 /* The link's hooks (os/redis_room.h), which the bridge calls on its thread.
  * A room line from Redis is handed to the room as a sender's thread hands
  * one without Redis: queued for every member of this server under the room
- * lock, then written to the sockets it claimed once the lock is let go. */
+ * lock, then written to the sockets it claimed once the lock is let go;
+ * here once for a whole batch of lines (on_flush), since Redis hands them
+ * over by the thousand, and a send per recipient per line would keep the
+ * bridge from its heartbeat. */
 
-static void unlock_and_write(struct client *to_write) {
+static void unlock_room_for_bridge(void) {
   pthread_mutex_unlock(&server.room_lock);
+  if (server.bridge_to_write)
+    bridge_flush_later(server.bridge);
+}
+
+static void on_flush(void) {
+  struct client *to_write = server.bridge_to_write;
+  server.bridge_to_write = NULL;
   outbox_write_claimed(to_write);
 }
 
@@ -730,24 +741,22 @@ static void unlock_and_write(struct client *to_write) {
 static const char *on_arrived(void *model, void *client, struct chat_text name,
                               struct chat_text line) {
   (void)model;
-  struct client *to_write = NULL;
   const char *stored = NULL;
   pthread_mutex_lock(&server.room_lock);
   int member = room_join(server.room, name, (uintptr_t)client, &stored);
   if (member >= 0 && client)
     ((struct client *)client)->member = member;
   if (member >= 0 && line.length > 0)
-    room_broadcast(server.room, line, outbox_deliver, &to_write);
-  unlock_and_write(to_write);
+    room_broadcast(server.room, line, outbox_deliver, &server.bridge_to_write);
+  unlock_room_for_bridge();
   return member >= 0 ? stored : NULL; /* -1: the room is full */
 }
 
 static void on_said(void *model, struct chat_text line) {
   (void)model;
-  struct client *to_write = NULL;
   pthread_mutex_lock(&server.room_lock);
-  room_broadcast(server.room, line, outbox_deliver, &to_write);
-  unlock_and_write(to_write);
+  room_broadcast(server.room, line, outbox_deliver, &server.bridge_to_write);
+  unlock_room_for_bridge();
 }
 
 /* A departure. The name is another server's user, or one of ours that left
@@ -756,7 +765,6 @@ static void on_said(void *model, struct chat_text line) {
 static void on_departed(void *model, struct chat_text name,
                         struct chat_text line) {
   (void)model;
-  struct client *to_write = NULL;
   pthread_mutex_lock(&server.room_lock);
   int member = room_find(server.room, name);
   if (member >= 0) { /* not found: its arrival found the room full */
@@ -766,9 +774,9 @@ static void on_departed(void *model, struct chat_text name,
       stop_client(owner, CLIENT_CLOSING, DEPARTURE_ROOM_LOST);
     }
     room_leave(server.room, member);
-    room_broadcast(server.room, line, outbox_deliver, &to_write);
+    room_broadcast(server.room, line, outbox_deliver, &server.bridge_to_write);
   }
-  unlock_and_write(to_write);
+  unlock_room_for_bridge();
 }
 
 /* Wakes the client's thread in await_answer. After the unlock, the client
@@ -811,10 +819,10 @@ static void on_room_lost(void *model) {
  * have been at once, unless it is closing. */
 static void on_refused(void *client) {
   static const char unavailable[] = CHAT_ROOM_UNAVAILABLE;
-  struct client *to_write = NULL;
-  outbox_deliver(&to_write, (uintptr_t)client,
+  outbox_deliver(&server.bridge_to_write, (uintptr_t)client,
                  (struct chat_text){unavailable, sizeof unavailable - 1});
-  outbox_write_claimed(to_write);
+  if (server.bridge_to_write)
+    bridge_flush_later(server.bridge);
 }
 
 static void on_echoed(void *client) {
@@ -837,6 +845,7 @@ static const struct bridge_model redis_model = {
     .refused = on_refused,
     .echoed = on_echoed,
     .forgotten = on_forgotten,
+    .flush = on_flush,
 };
 
 /* ---- Helpers: a client's state --------------------------------------- */
