@@ -42,7 +42,10 @@ struct redis_room_model {
    * user of another server, or a client that left meanwhile), then give
    * `line` to the room's users of this server; `line` is empty for the
    * users already in the room when this server entered it. Returns the
-   * room's copy of the name, or NULL when the room is full. */
+   * room's copy of the name (handed to join_answered), or NULL when the
+   * room is full; a model that applies the change later (chat-forking's
+   * parent, at the end of its turn) returns any other non-NULL value and
+   * finds the name itself. */
   const char *(*arrived)(void *model, void *client, struct chat_text name,
                          struct chat_text line);
   /* The answer to redis_room_join() for `client`: the room's copy of the
