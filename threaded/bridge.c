@@ -71,6 +71,7 @@ struct bridge {
   struct request_list joining; /* names the link is claiming */
   struct request_list echoing; /* echoes, in the order of their lines */
   uint64_t last_said;          /* the number of the last line said */
+  uint64_t lost_said;          /* the last line said before the room was lost */
 };
 
 static void list_append(struct request_list *list, struct request *request) {
@@ -167,6 +168,8 @@ bool bridge_forget(struct bridge *bridge, void *client) {
 /* The link's hooks: the bridge's own, and the model's, handed a join's
  * client where the link hands the join's request. */
 
+static void on_echoed(void *model, uint64_t done);
+
 static int attach(void *model, redisAsyncContext *context) {
   struct bridge *bridge = model;
   return redisLibeventAttach(context, bridge->base) == REDIS_OK ? 0 : -1;
@@ -201,9 +204,13 @@ static void departed(void *model, struct chat_text name,
   room->departed(room->model, name, line);
 }
 
+/* The room is lost: the lines said so far never come back (a retired
+ * server's lines are refused); nobody waits for them. */
 static void lost(void *model) {
-  const struct redis_room_model *room = &((struct bridge *)model)->model.room;
-  room->lost(room->model);
+  struct bridge *bridge = model;
+  bridge->model.room.lost(bridge->model.room.model);
+  bridge->lost_said = bridge->last_said;
+  on_echoed(bridge, bridge->lost_said);
 }
 
 static void on_available(void *model, bool available) {
@@ -217,6 +224,8 @@ static void on_available(void *model, bool available) {
 static void on_echoed(void *model, uint64_t done) {
   struct bridge *bridge = model;
   struct request *echo;
+  if (done < bridge->lost_said)
+    done = bridge->lost_said;
   while ((echo = bridge->echoing.first) && echo->echo <= done) {
     list_remove(&bridge->echoing, echo);
     bridge->model.echoed(echo->client);
@@ -256,7 +265,8 @@ static void carry_out(struct bridge *bridge, struct request *request) {
     /* The client's lines were said before: the last line said is at least
      * its last one. */
     request->echo = bridge->last_said;
-    if (!redis_room_echoed(bridge->link, request->echo)) {
+    if (request->echo > bridge->lost_said &&
+        !redis_room_echoed(bridge->link, request->echo)) {
       list_append(&bridge->echoing, request); /* until on_echoed */
       return;
     }

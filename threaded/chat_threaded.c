@@ -422,6 +422,8 @@ static bool on_frame(void *context, const struct frame *frame) {
   if (!step_for_frame(&client->session, &client->context, frame,
                       client->lines_out, &step)) {
     await_echo(client); /* with --redis: an answer waits for its lines */
+    if (!is_open(client))
+      return false; /* stopped meanwhile: its last line comes next */
     (void)step_for_frame(&client->session, &client->context, frame, false,
                          &step);
   }
@@ -454,10 +456,11 @@ static void await_echo(struct client *client) {
   client->lines_out = false;
 }
 
-/* The client's thread waits for the bridge to answer what it asked (a name,
- * its lines back, or to forget it), whatever else happens meanwhile: the bridge
- * answers everything it took, within the lease at the latest (bridge.h), and
- * the client does not end before, so that no answer ever finds it gone. */
+/* The client's thread waits for the bridge to answer what it asked (a
+ * name, its lines back, or to forget it), whatever else happens meanwhile:
+ * the bridge answers everything it took, within the lease at the latest
+ * (bridge.h), and the client does not end before, so that no answer ever
+ * finds it gone. */
 static const char *await_answer(struct client *client) {
   pthread_mutex_lock(&client->lock);
   while (!client->has_answer)
