@@ -605,7 +605,7 @@ def kill_groups(processes, grace):
 
 NOTABLE = ("error", "cannot", "fail", "refus", "full", "resource",
            "memory", "too many", "abort", "fatal", "killed", "dropped",
-           "slow", "timeout", "lapped")
+           "slow", "timeout", "lapped", "lost", "unavailable", "retired")
 
 
 def condense_log(path, head=10, tail=30, notable_max=200):
@@ -674,6 +674,8 @@ def server_argv(model, clients, config, port=0, redis_url=None):
                          "--login-timeout", "0"]
     if redis_url:
         argv += ["--reuse-port", "--redis", redis_url]
+        if config.lease:
+            argv += ["--lease", f"{config.lease:g}"]
     return argv
 
 
@@ -1107,6 +1109,9 @@ def parse_arguments():
                              "'server' (default), all on the one server's "
                              "CPU, the same budget as one server; 'all', on "
                              "every CPU, shared with chat-load")
+    parser.add_argument("--lease", type=float, default=None,
+                        help="a cluster's servers' --lease, seconds "
+                             "(default: theirs, 5)")
     parser.add_argument("--redis-server", default=None,
                         help="the redis-server binary for --cluster "
                              "(default: redis-server on PATH)")
