@@ -36,8 +36,11 @@
  * server that is away for a lease can miss at any rate this room carries;
  * a server that finds the last line it saw trimmed away starts over. */
 #define CLUSTER_STREAM_MAXLEN 100000
-/* Lines a server reads from the stream at once (XREAD COUNT). */
-#define CLUSTER_READ_BATCH 1000
+/* Lines a server reads from the stream at once (XREAD COUNT): a server
+ * hands a batch to its users in one go, so a batch times the users of a
+ * server must stay well inside a heartbeat (100 lines to 10,000 users:
+ * about a million copies, a tenth of a second). */
+#define CLUSTER_READ_BATCH 100
 /* Commands a server may have waiting for Redis before a new line is told
  * "Room unavailable": while Redis is stalled, what waits stays bounded. */
 #define CLUSTER_MAX_IN_FLIGHT 65536

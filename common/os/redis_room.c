@@ -18,6 +18,10 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#define STRINGIFY(x) #x
+#define TEXT_OF(x) STRINGIFY(x)
+#define READ_BATCH TEXT_OF(CLUSTER_READ_BATCH)
+
 /* How long opening may wait for Redis, each step (docs/PROTOCOL.md: exit
  * within 5 s when Redis cannot be reached), and closing (within the 2 s a
  * stopping server has, beside saying goodbye to its clients). */
@@ -144,6 +148,9 @@ static void close_users(struct redis_room *room) {
   }
   cluster_joins_free(&room->joins);
   forget_pending_leaves(room); /* retired with the rest */
+  uint64_t echoed = room->echo.done;
+  cluster_echo_lost(&room->echo); /* said under an id that is gone */
+  advance_echo(room, echoed);
   room->entered = false;
   strcpy(room->last_id, "0-0");
   set_available(room, false);
@@ -244,7 +251,7 @@ static void read_stream(struct redis_room *room) {
   if (!room->reader || room->reading)
     return;
   const char *argv[] = {"XREAD",          "BLOCK",      "0",
-                        "COUNT",          "1000",       "STREAMS",
+                        "COUNT",          READ_BATCH,   "STREAMS",
                         room->stream_key, room->last_id};
   if (redisAsyncCommandArgv(room->reader, on_stream, NULL, 8, argv, NULL) ==
       REDIS_OK)
@@ -554,11 +561,29 @@ const char *redis_room_join(struct redis_room *room, void *client,
   return STEP_JOIN_PENDING;
 }
 
+/* A line's answer. RETIRED: this server's users are gone. Any other error
+ * (Redis out of memory, the scripts flushed) means the line did not land
+ * and this connection cannot be trusted: start over as if it had broken,
+ * which loads the scripts again, resumes within the lease, and counts the
+ * lines out as done, so that no sender waits for an echo that will not
+ * come. */
 static void on_said(redisAsyncContext *context, void *r, void *data) {
   (void)data;
   struct redis_room *room = context->data;
-  if (current(room, context) && is_error(r, "RETIRED"))
+  redisReply *reply = r;
+  if (!current(room, context) || !reply || reply->type != REDIS_REPLY_ERROR)
+    return;
+  if (is_error(reply, "RETIRED")) {
     retired(room);
+    return;
+  }
+  log_line("redis: %s: a line was refused (%s); reconnecting", room->url_text,
+           reply->str);
+  drop_connections(room);
+  unsigned actions =
+      cluster_health_disconnected(&room->health, &room->timing, now_seconds());
+  if (actions & CLUSTER_DO_CLOSE_USERS)
+    close_users(room);
 }
 
 uint64_t redis_room_say(struct redis_room *room, struct chat_text line) {
