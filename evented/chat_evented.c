@@ -775,6 +775,7 @@ static const struct redis_room_model redis_model = {
     .departed = on_departed,
     .lost = on_room_lost,
     .echoed = on_echoed,
+    .read_after_turn = true,
 };
 
 static bool open_redis_room(void) {
@@ -1093,6 +1094,7 @@ static void run_loop(void) {
     if (event_base_loop(server.base, EVLOOP_ONCE) < 0)
       break;
     write_pending();
+    redis_room_turn_done(server.redis); /* the next lines from Redis */
   }
 }
 

@@ -44,6 +44,7 @@ struct redis_room {
   unsigned connected;         /* how many of the two are connected */
   bool entered;               /* this server is in the room (it has an id) */
   bool reading;               /* an XREAD is waiting on `reader` */
+  bool read_due;              /* read_after_turn: XREAD at the turn's end */
   bool closing;               /* redis_room_close: no hook any more */
   char server_id[48];         /* this server's id in the room */
   char nonce[17];             /* random, this process's part of its ids */
@@ -243,8 +244,17 @@ static void on_stream(redisAsyncContext *context, void *r, void *data) {
     log_line("redis: %s: XREAD: %s", room->url_text, reply->str);
   }
   advance_echo(room, echoed);
-  if (room->entered)
+  if (room->entered && !room->model.read_after_turn)
     read_stream(room);
+  else
+    room->read_due = room->entered;
+}
+
+void redis_room_turn_done(struct redis_room *room) {
+  if (room && room->read_due) {
+    room->read_due = false;
+    read_stream(room);
+  }
 }
 
 static void read_stream(struct redis_room *room) {
@@ -450,6 +460,7 @@ static void drop_connections(struct redis_room *room) {
   room->command = room->reader = NULL;
   room->connected = 0;
   room->reading = false;
+  room->read_due = false;
   room->in_flight = 0;
   uint64_t echoed = room->echo.done;
   cluster_echo_lost(&room->echo); /* lines out may never come back */

@@ -74,6 +74,13 @@ struct redis_room_model {
    * lost with the connection) up to number `done`: a sender whose last
    * line is at most `done` may be answered now (redis_room_echoed). */
   void (*echoed)(void *model, uint64_t done);
+  /* For a model whose loop writes once per turn (chat-evented,
+   * chat-coroutine): the next lines are asked for when the model calls
+   * redis_room_turn_done() after its writes, not as soon as a batch has
+   * been handed over. The lines said meanwhile come as one batch, and each
+   * user gets them in one write, as a server without Redis folds a turn's
+   * lines into one write per client. */
+  bool read_after_turn;
 };
 
 /* Connects to options->redis_url and enters the room, waiting at most a few
@@ -87,6 +94,8 @@ struct redis_room *redis_room_open(const struct chat_options *options,
 /* How often, in seconds, the model calls redis_room_tick(): the link keeps
  * its heartbeat and its reconnecting on that clock. */
 double redis_room_tick_seconds(const struct redis_room *room);
+/* read_after_turn: the model's turn has written what it was given. */
+void redis_room_turn_done(struct redis_room *room);
 void redis_room_tick(struct redis_room *room);
 
 /* The step executor's room: join() answers STEP_JOIN_PENDING (the answer
