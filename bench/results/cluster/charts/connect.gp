@@ -8,7 +8,7 @@ set ylabel "seconds (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [0.03636:67.33]
+set yrange [0.03805:54.07]
 set ytics ('0.1' 0.1, '1' 1, '10' 10)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box

@@ -8,7 +8,7 @@ set ylabel "µs of CPU per delivery (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [2.673:44.35]
+set yrange [2.8:44.88]
 set ytics ('5' 5, '10' 10, '20' 20)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box

@@ -8,8 +8,8 @@ set ylabel "µs of CPU per delivery (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [0.01413:3.672]
-set ytics ('0.02' 0.02, '0.05' 0.05, '0.1' 0.1, '0.2' 0.2, '0.5' 0.5, '1' 1, '2' 2)
+set yrange [0.01398:1.201]
+set ytics ('0.02' 0.02, '0.05' 0.05, '0.1' 0.1, '0.2' 0.2, '0.5' 0.5, '1' 1)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box
 set border 3

@@ -8,8 +8,8 @@ set ylabel "deliveries per second (k = thousand, M = million) (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [2.144e+05:3.88e+07]
-set ytics ('500k' 500000, '1M' 1e+06, '2M' 2e+06, '5M' 5e+06, '10M' 1e+07, '20M' 2e+07)
+set yrange [6.685e+05:5.934e+07]
+set ytics ('1M' 1e+06, '2M' 2e+06, '5M' 5e+06, '10M' 1e+07, '20M' 2e+07, '50M' 5e+07)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box
 set border 3

@@ -8,8 +8,8 @@ set ylabel "milliseconds (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [6.741:3011]
-set ytics ('10' 10, '100' 100, '1,000' 1000)
+set yrange [3.903:823.3]
+set ytics ('5' 5, '10' 10, '20' 20, '50' 50, '100' 100, '200' 200, '500' 500)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box
 set border 3

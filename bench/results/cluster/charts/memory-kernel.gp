@@ -8,7 +8,7 @@ set ylabel "KiB per connection (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [3.891:171]
+set yrange [4.597:169.9]
 set ytics ('5' 5, '10' 10, '20' 20, '50' 50, '100' 100)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box

@@ -8,7 +8,7 @@ set ylabel "KiB per connection (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [0.3659:272.2]
+set yrange [0.362:260.2]
 set ytics ('1' 1, '10' 10, '100' 100)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box

@@ -8,8 +8,8 @@ set ylabel "context switches per delivery (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [0.001553:1.503]
-set ytics ('0.01' 0.01, '0.1' 0.1, '1' 1)
+set yrange [0.0001668:1.518]
+set ytics ('0.001' 0.001, '0.01' 0.01, '0.1' 0.1, '1' 1)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box
 set border 3

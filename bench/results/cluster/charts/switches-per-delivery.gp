@@ -8,8 +8,8 @@ set ylabel "context switches per delivery (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [1.065e-05:0.03724]
-set ytics ('0.0001' 0.0001, '0.001' 0.001, '0.01' 0.01)
+set yrange [2.015e-06:0.03637]
+set ytics ('0.00001' 1e-05, '0.0001' 0.0001, '0.001' 0.001, '0.01' 0.01)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box
 set border 3

@@ -8,7 +8,7 @@ set ylabel "system calls per delivery (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [0.6644:3.013]
+set yrange [0.6653:3.211]
 set ytics ('0.7' 0.7, '0.8' 0.8, '0.9' 0.9, '1' 1, '2' 2, '3' 3)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box

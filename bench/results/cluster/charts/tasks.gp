@@ -8,7 +8,7 @@ set ylabel "tasks (k = thousand) (log scale)"
 set logscale xy 10
 set xtics ('1,000' 1000, '10,000' 10000)
 set xrange [443:2.26e+04]
-set yrange [0.6667:1.5e+04]
+set yrange [0.6667:1.501e+04]
 set ytics ('1' 1, '10' 10, '100' 100, '1k' 1000, '10k' 10000)
 set grid xtics ytics mytics lc rgb '#dddddd' lw 1
 set key outside right top box
