@@ -12,13 +12,13 @@
 #define REDIS_URL_DEFAULT_PORT 6379
 
 struct redis_url {
-  bool is_unix;      /* unix:PATH */
-  char path[108];    /* is_unix: the socket's path (sun_path's size) */
-  char host[256];    /* otherwise: the host, brackets removed */
-  unsigned port;     /* 1 to 65535 */
-  char user[128];    /* empty: none (AUTH PASSWORD alone) */
-  char password[256];/* empty: no AUTH */
-  unsigned db;       /* SELECT db when not 0 */
+  bool is_unix;       /* unix:PATH */
+  char path[108];     /* is_unix: the socket's path (sun_path's size) */
+  char host[256];     /* otherwise: the host, brackets removed */
+  unsigned port;      /* 1 to 65535 */
+  char user[128];     /* empty: none (AUTH PASSWORD alone) */
+  char password[256]; /* empty: no AUTH */
+  unsigned db;        /* SELECT db when not 0 */
 };
 
 /* Parses text into *url. Returns true, or false with *error set to a short
