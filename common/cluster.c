@@ -152,8 +152,10 @@ static const char *const sources[CLUSTER_SCRIPTS] = {
                              "return retire(ARGV[2])\n",
 };
 
-size_t cluster_room_capacity(size_t max_clients) {
-  size_t capacity = 4 * max_clients;
+size_t cluster_room_capacity(const struct chat_options *options) {
+  if (!options->redis_url)
+    return options->max_clients;
+  size_t capacity = 4 * options->max_clients;
   return capacity > 65536 ? capacity : 65536;
 }
 

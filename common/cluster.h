@@ -25,6 +25,7 @@
 #ifndef CHAT_CLUSTER_H
 #define CHAT_CLUSTER_H
 
+#include "options.h"
 #include "session.h"
 
 #include <stdbool.h>
@@ -45,10 +46,10 @@
  * "Room unavailable": while Redis is stalled, what waits stays bounded. */
 #define CLUSTER_MAX_IN_FLIGHT 65536
 
-/* The members a server's room holds with --redis: the room of every server,
- * not only this one's --max-clients. Slots are touched only as users
- * arrive, so the headroom costs address space, not memory. */
-size_t cluster_room_capacity(size_t max_clients);
+/* The members a server's room holds: --max-clients; with --redis, the
+ * room of every server, not only this one's. Slots are touched only as
+ * users arrive, so the headroom costs address space, not memory. */
+size_t cluster_room_capacity(const struct chat_options *options);
 
 /* The scripts, in the order of enum cluster_script; each takes the key
  * prefix as ARGV[1]. */

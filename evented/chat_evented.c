@@ -188,10 +188,7 @@ int main(int argc, char *argv[]) {
     return status;
   server.session = session_context_make(server.options.room_name,
                                         server.options.max_line, true);
-  server.room =
-      room_create(server.options.redis_url
-                      ? cluster_room_capacity(server.options.max_clients)
-                      : server.options.max_clients);
+  server.room = room_create(cluster_room_capacity(&server.options));
   server.base = new_event_base();
   if (server.base)
     server.listener = evconnlistener_new(server.base, on_accept, NULL,

@@ -313,12 +313,11 @@ int main(int argc, char *argv[]) {
   size_t ring = backlog + slack + server.session.scratch_size;
   server.ring_bytes = ring;
   /* With --redis the room holds every server's users. */
-  server.shared =
-      server.options.redis_url
-          ? shared_room_create_cluster(
-                server.options.max_clients,
-                cluster_room_capacity(server.options.max_clients), ring)
-          : shared_room_create(server.options.max_clients, ring);
+  server.shared = server.options.redis_url
+                      ? shared_room_create_cluster(
+                            server.options.max_clients,
+                            cluster_room_capacity(&server.options), ring)
+                      : shared_room_create(server.options.max_clients, ring);
   server.children = calloc(server.options.max_clients, sizeof(struct child));
   server.free_slots = calloc(server.options.max_clients, sizeof(unsigned));
   server.signals = open_signals();

@@ -182,10 +182,7 @@ int main(int argc, char *argv[]) {
                                         server.options.max_line, false);
   /* With --redis, the room is the whole cluster's: it holds more users
    * than this server's --max-clients (pages are touched only as used). */
-  server.room =
-      room_create(server.options.redis_url
-                      ? cluster_room_capacity(server.options.max_clients)
-                      : server.options.max_clients);
+  server.room = room_create(cluster_room_capacity(&server.options));
   const char *failed = !server.room ? "room_create" : set_up_threads();
   if (!failed) {
     server.finished = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

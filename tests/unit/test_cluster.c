@@ -204,8 +204,12 @@ static void scripts_are_all_there(void) {
     CHECK(source && strstr(source, "local p = ARGV[1]"));
   }
   CHECK(strstr(cluster_script_source(CLUSTER_CLAIM), "HSETNX"));
-  CHECK(cluster_room_capacity(10) == 65536);
-  CHECK(cluster_room_capacity(100000) == 400000);
+  struct chat_options options = {.max_clients = 10};
+  CHECK(cluster_room_capacity(&options) == 10); /* no --redis */
+  options.redis_url = "redis://localhost";
+  CHECK(cluster_room_capacity(&options) == 65536);
+  options.max_clients = 100000;
+  CHECK(cluster_room_capacity(&options) == 400000);
 }
 
 int main(void) {
